@@ -1,0 +1,123 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Values live in `conf/*.yaml`; these dataclasses only fix the shape and types so that a typo in a key or a
+wrong type fails at composition time with the key's name, not deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+DEFAULT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass
+class RunConfig:
+    name: str = "toy"
+    # Relative paths are taken from the directory `python -m distill` was started in.
+    root: str = "runs"
+
+
+@dataclass
+class ProblemSource:
+    """Where problems come from: a local jsonl/parquet `path`, or a Hugging Face `dataset` name."""
+
+    path: str | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    id_col: str | None = "id"
+    problem_col: str = "problem"
+    answer_col: str | None = "answer"
+    limit: int | None = None
+
+
+@dataclass
+class ModelRef:
+    """A model the pipeline talks to: a local directory, a hub id, or a name served behind an endpoint."""
+
+    name: str = "toy-teacher"
+    path: str = "data/toy/teacher"
+    tokenizer: str | None = None
+    revision: str | None = None
+    chat_template: str | None = None
+    enable_thinking: bool = True
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 4
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 160
+    seed: int = 0
+
+
+@dataclass
+class EngineConfig:
+    backend: str = "vllm"  # vllm | hf | openai
+    # vllm
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    # hf
+    hf_threads: int = 0  # 0: torch default
+    # openai
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    served_model: str | None = None
+    concurrency: int = 16
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 600.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerateConfig:
+    name: str = "generate"
+    problems: str = "train"  # a key of `data`
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    shard: int | None = None
+    num_shards: int = 1
+    chunk_problems: int = 256
+    progress: bool = True
+
+
+@dataclass
+class DistillConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    pipeline: list[str] = field(default_factory=lambda: ["generate"])
+    data: dict[str, ProblemSource] = field(default_factory=dict)
+    teacher: ModelRef = field(default_factory=ModelRef)
+    student: ModelRef = field(default_factory=lambda: ModelRef(name="toy-student", path="data/toy/student"))
+    # Per-stage values of the chosen experiment, merged over the stage's own YAML (see distill.pipeline).
+    stages: dict[str, Any] = field(default_factory=dict)
+    stage: Any = None
+    force: bool = False
+
+
+STAGE_SCHEMAS: dict[str, type] = {"generate": GenerateConfig}
+
+# Fields that change how a stage runs but not what it writes: left out of the config key.
+NOT_IN_KEY = {"progress", "shard", "chunk_problems", "engine.concurrency", "engine.hf_threads"}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="distill_schema", node=DistillConfig)
+    for name, schema in STAGE_SCHEMAS.items():
+        cs.store(group="schema/stage", name=name, node=schema)

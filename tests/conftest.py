@@ -1,0 +1,61 @@
+"""Shared fixtures: offline settings, the toy world, and in-process composition of the real configs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+for k, v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}.items():
+    os.environ.setdefault(k, v)
+
+TOY = REPO / "data" / "toy"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vllm_cache(tmp_path_factory) -> None:
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
+
+
+@contextmanager
+def hydra_ctx() -> Iterator[None]:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from distill.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        yield
+
+
+def compose_root(overrides: list[str]):
+    from hydra import compose
+
+    return compose(config_name="config", overrides=overrides)
+
+
+def run_distill(overrides: list[str]):
+    """Runs the pipeline in-process exactly as `python -m distill <overrides>` would (same driver)."""
+    from distill.pipeline import run_pipeline
+
+    with hydra_ctx():
+        cfg = compose_root(overrides)
+        return run_pipeline(cfg, overrides, base=REPO)
+
+
+def distill_cmd(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "distill", *overrides]
