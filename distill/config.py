@@ -84,23 +84,9 @@ class EngineConfig:
 
 
 @dataclass
-class GenerateConfig:
-    name: str = "generate"
-    problems: str = "train"  # a key of `data`
-    prompt_template: str = DEFAULT_PROMPT
-    system_prompt: str | None = None
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    shard: int | None = None
-    num_shards: int = 1
-    chunk_problems: int = 256
-    progress: bool = True
-
-
-@dataclass
 class DistillConfig:
     run: RunConfig = field(default_factory=RunConfig)
-    pipeline: list[str] = field(default_factory=lambda: ["generate"])
+    pipeline: list[str] = field(default_factory=list)
     data: dict[str, ProblemSource] = field(default_factory=dict)
     teacher: ModelRef = field(default_factory=ModelRef)
     student: ModelRef = field(default_factory=lambda: ModelRef(name="toy-student", path="data/toy/student"))
@@ -110,14 +96,11 @@ class DistillConfig:
     force: bool = False
 
 
-STAGE_SCHEMAS: dict[str, type] = {"generate": GenerateConfig}
-
-# Fields that change how a stage runs but not what it writes: left out of the config key.
-NOT_IN_KEY = {"progress", "shard", "chunk_problems", "engine.concurrency", "engine.hf_threads"}
-
-
 def register_configs() -> None:
+    """Registers the root schema and each stage's schema (which lives next to the stage, in its module)."""
+    from distill.stages import stage_schemas
+
     cs = ConfigStore.instance()
     cs.store(name="distill_schema", node=DistillConfig)
-    for name, schema in STAGE_SCHEMAS.items():
+    for name, schema in stage_schemas().items():
         cs.store(group="schema/stage", name=name, node=schema)

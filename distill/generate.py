@@ -12,11 +12,12 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import NOT_IN_KEY
+from distill.config import DEFAULT_PROMPT, EngineConfig, SamplingConfig
 from distill.engines import Request, make_engine, problem_seed
 from distill.io import AppendLog, read_rows, write_rows
 from distill.manifest import Manifest, config_key, finished
@@ -27,6 +28,36 @@ from distill.schemas import SAMPLE, RowError
 
 log = logging.getLogger(__name__)
 STAGE = "generate"
+
+
+@dataclass
+class GenerateConfig:
+    name: str = "generate"
+    problems: str = "train"  # a key of `data`
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    shard: int | None = None
+    num_shards: int = 1
+    chunk_problems: int = 256
+    progress: bool = True
+
+
+Config = GenerateConfig
+# Fields that change how the stage runs but not what it writes: left out of the config key.
+NOT_IN_KEY = {
+    "progress",
+    "shard",
+    "chunk_problems",
+    "engine.concurrency",
+    "engine.hf_threads",
+    "engine.base_url",
+    "engine.api_key_env",
+    "engine.max_retries",
+    "engine.backoff_s",
+    "engine.timeout_s",
+}
 
 
 def model_fingerprint(path: Path, name: str, revision: str | None) -> dict:
@@ -48,13 +79,15 @@ def stage_key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     src = cfg.data[g.problems]
     inputs = [source_fingerprint(src, paths)]
     if g.engine.backend != "openai":
-        inputs.append(model_fingerprint(paths.resolve(cfg.teacher.path), cfg.teacher.name, cfg.teacher.revision))
+        inputs.append(
+            model_fingerprint(paths.resolve(cfg.teacher.path), cfg.teacher.name, cfg.teacher.revision)
+        )
     keyed = {
         "stage": OmegaConf.to_container(g, resolve=True),
         "teacher": OmegaConf.to_container(cfg.teacher, resolve=True),
         "problems": OmegaConf.to_container(src, resolve=True),
     }
-    exclude = {f"stage.{k}" for k in NOT_IN_KEY} | {"stage.engine.base_url", "stage.engine.api_key_env"}
+    exclude = {f"stage.{k}" for k in NOT_IN_KEY}
     return config_key(keyed, [i["key"] for i in inputs], exclude), inputs
 
 
@@ -112,22 +145,29 @@ class _Generator:
     def _engine(self):
         if self.engine is None:
             t0 = time.perf_counter()
-            self.engine = make_engine(OmegaConf.to_object(self.g.engine), OmegaConf.to_object(self.cfg.teacher), self.paths)
+            self.engine = make_engine(
+                OmegaConf.to_object(self.g.engine), OmegaConf.to_object(self.cfg.teacher), self.paths
+            )
             self.stats["engine_init_s"] += time.perf_counter() - t0
         return self.engine
 
     def run_chunk(self, problems: list[dict]) -> list[dict]:
         g, n = self.g, self.g.sampling.n
         msgs = [self.messages_for(p["problem"], g.prompt_template, g.system_prompt) for p in problems]
-        reqs = [Request(p["problem_id"], m, n, problem_seed(g.sampling.seed, p["problem_id"])) for p, m in zip(problems, msgs)]
+        reqs = [
+            Request(p["problem_id"], m, n, problem_seed(g.sampling.seed, p["problem_id"]))
+            for p, m in zip(problems, msgs, strict=True)
+        ]
         engine = self._engine()
         t0 = time.perf_counter()
         outs = engine.generate(reqs, self.sampling)
         self.stats["generate_s"] += time.perf_counter() - t0
         rows = []
-        for p, m, comps in zip(problems, msgs, outs):
+        for p, m, comps in zip(problems, msgs, outs, strict=True):
             if len(comps) != n:
-                raise RuntimeError(f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}")
+                raise RuntimeError(
+                    f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}"
+                )
             rows += _rows_for(p, comps, m[-1]["content"], self.cfg.teacher.name, self.sampling_dict)
         self.stats["samples"] += len(rows)
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
@@ -154,12 +194,20 @@ def _run_shard(gen: _Generator, problems: list[dict], shard: int, parts: Path, k
             log_.append(rows)
             bar.update(len(rows) // g.sampling.n)
             s = gen.stats
-            bar.set_postfix(samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
-                            tok_s=f"{s['completion_tokens'] / max(s['generate_s'], 1e-9):.0f}")
+            bar.set_postfix(
+                samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
+                tok_s=f"{s['completion_tokens'] / max(s['generate_s'], 1e-9):.0f}",
+            )
     out = Manifest(
-        stage=STAGE, key=key, config={"shard": shard, "num_shards": g.num_shards},
+        stage=STAGE,
+        key=key,
+        config={"shard": shard, "num_shards": g.num_shards},
         outputs={"samples": {"path": str(log_.path), "rows": len(mine) * g.sampling.n}},
-        metrics={"problems": len(mine), "resumed_problems": len(done), "dropped_torn_bytes": log_.dropped_bytes},
+        metrics={
+            "problems": len(mine),
+            "resumed_problems": len(done),
+            "dropped_torn_bytes": log_.dropped_bytes,
+        },
     )
     out.write(parts, f"{name}.manifest.json")
     return out
@@ -182,7 +230,9 @@ def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path:
         rows += read_rows(parts / f"shard-{shard:05d}-of-{num_shards:05d}.jsonl", SAMPLE)
     keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
     if len(set(keys)) != len(keys) or len(keys) != len(problems) * n:
-        raise RowError(f"{parts}: shards hold {len(keys)} rows ({len(set(keys))} distinct), expected {len(problems) * n}")
+        raise RowError(
+            f"{parts}: shards hold {len(keys)} rows ({len(set(keys))} distinct), expected {len(problems) * n}"
+        )
     rows.sort(key=lambda r: (order[r["problem_id"]], r["sample_idx"]))
     write_rows(out_path, rows, SAMPLE)
     return rows
@@ -206,7 +256,9 @@ def _metrics(rows: list[dict], stats: dict) -> dict:
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
     g = cfg.stage
     if g.problems not in cfg.data:
-        raise KeyError(f"generate.problems={g.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})")
+        raise KeyError(
+            f"generate.problems={g.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})"
+        )
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
     key, inputs = stage_key(cfg, paths)
@@ -228,11 +280,17 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         return shard_ms[0]
     rows = _merge(problems, parts, g.num_shards, g.sampling.n, out_dir / "samples.jsonl")
     m = Manifest(
-        stage=STAGE, key=key, config=OmegaConf.to_container(cfg.stage, resolve=True), inputs=inputs,
+        stage=STAGE,
+        key=key,
+        config=OmegaConf.to_container(cfg.stage, resolve=True),
+        inputs=inputs,
         outputs={"samples": {"path": str(out_dir / "samples.jsonl"), "rows": len(rows)}},
         metrics=_metrics(rows, gen.stats),
-        timings={"engine_init_s": gen.stats.get("engine_init_s", 0.0), "generate_s": gen.stats.get("generate_s", 0.0),
-                 "total_s": time.perf_counter() - t_start},
+        timings={
+            "engine_init_s": gen.stats.get("engine_init_s", 0.0),
+            "generate_s": gen.stats.get("generate_s", 0.0),
+            "total_s": time.perf_counter() - t_start,
+        },
     )
     m.write(out_dir)
     summary_table("generate", m.metrics | m.timings)

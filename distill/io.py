@@ -70,7 +70,9 @@ def read_rows(path: str | Path, schema: Schema | None = None) -> Iterator[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise RowError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+                raise RowError(
+                    f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})"
+                ) from None
             yield schema.check(row, f"{path}:{lineno}") if schema else row
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose
@@ -17,17 +16,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.manifest import Manifest
 from distill.paths import Paths
+from distill.stages import STAGES, stage_runner
 
 log = logging.getLogger(__name__)
-
-
-def _stage_funcs() -> dict[str, Callable[[DictConfig, Paths], Manifest]]:
-    from distill import generate
-
-    return {"generate": generate.run}
-
-
-STAGES = ("generate",)
 
 
 def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -60,21 +51,24 @@ def stage_names(cfg: DictConfig) -> list[str]:
     names = [cfg.stage.name] if cfg.get("stage") else list(cfg.pipeline)
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))} in pipeline; valid stages: {', '.join(STAGES)}")
+        raise ValueError(
+            f"unknown stage(s) {', '.join(map(repr, unknown))} in pipeline; valid stages: {', '.join(STAGES)}"
+        )
     return names
 
 
 def run_pipeline(cfg: DictConfig, overrides: list[str], base: Path | None = None) -> dict[str, Manifest]:
     names = stage_names(cfg)
     if not cfg.get("stage") and any(o.lstrip("+~").startswith("stage.") for o in overrides):
-        raise ValueError("`stage.*` overrides need one stage: add stage=<name> (or set experiment `stages.<name>`)")
+        raise ValueError(
+            "`stage.*` overrides need one stage: add stage=<name> (or set experiment `stages.<name>`)"
+        )
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
-    funcs = _stage_funcs()
     done: dict[str, Manifest] = {}
     for name in names:
         stage_cfg = resolve_stage(cfg, name, overrides)
         t0 = time.perf_counter()
-        done[name] = funcs[name](stage_cfg, paths)
+        done[name] = stage_runner(name)(stage_cfg, paths)
         log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
     print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
     return done

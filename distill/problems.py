@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from pathlib import Path
 
 from distill.config import ProblemSource
 from distill.io import read_rows, sha256_file
@@ -27,7 +26,12 @@ def _to_problem(raw: dict, src: ProblemSource, where: str) -> dict:
     answer = raw[src.answer_col] if src.answer_col else None
     used = {src.problem_col, src.id_col, src.answer_col}
     meta = {k: v for k, v in raw.items() if k not in used}
-    row = {"problem_id": pid, "problem": text, "answer": None if answer is None else str(answer), "meta": meta}
+    row = {
+        "problem_id": pid,
+        "problem": text,
+        "answer": None if answer is None else str(answer),
+        "meta": meta,
+    }
     return PROBLEM.check(row, where)
 
 
@@ -52,7 +56,9 @@ def load_problems(src: ProblemSource, paths: Paths) -> list[dict]:
     for where, raw in _raw_rows(src, paths):
         row = _to_problem(raw, src, where)
         if row["problem_id"] in seen:
-            raise RowError(f"{where}: duplicate problem id '{row['problem_id']}' (first at {seen[row['problem_id']]})")
+            raise RowError(
+                f"{where}: duplicate problem id '{row['problem_id']}' (first at {seen[row['problem_id']]})"
+            )
         seen[row["problem_id"]] = where
         out.append(row)
         if src.limit is not None and len(out) >= src.limit:
@@ -67,13 +73,18 @@ def source_fingerprint(src: ProblemSource, paths: Paths) -> dict:
         digest = sha256_file(path)
         return {"name": "problems", "path": str(path), "sha256": digest, "key": digest[:16]}
     ident = f"{src.dataset}|{src.dataset_config}|{src.split}|{src.revision}"
-    return {"name": "problems", "path": ident, "sha256": None, "key": hashlib.sha256(ident.encode()).hexdigest()[:16]}
+    return {
+        "name": "problems",
+        "path": ident,
+        "sha256": None,
+        "key": hashlib.sha256(ident.encode()).hexdigest()[:16],
+    }
 
 
 def shard_of(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
     """Round-robin by position: deterministic, balanced, and independent of problem ids."""
     if not 0 <= shard < num_shards:
-        raise ValueError(f"stage.shard={shard} is outside 0..{num_shards - 1} (stage.num_shards={num_shards})")
+        raise ValueError(
+            f"stage.shard={shard} is outside 0..{num_shards - 1} (stage.num_shards={num_shards})"
+        )
     return rows[shard::num_shards]
-
-

@@ -11,8 +11,16 @@ from typing import Any
 def progress(total: int, desc: str, initial: int = 0, enabled: bool = True):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=initial, desc=desc, unit="problem", disable=not enabled,
-               dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="problem",
+        disable=not enabled,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
     try:
         yield bar
     finally:

@@ -77,4 +77,17 @@ SAMPLE = Schema(
     },
 )
 
-SCHEMAS = {s.name: s for s in (PROBLEM, SAMPLE)}
+# One supervised pair of a curriculum phase, in TRL's conversational format, with its lineage.
+TRAIN_PAIR = Schema(
+    "train_pair",
+    {
+        "messages": _f(list),
+        "problem_id": _f(str),
+        "sample_idx": _f(int),
+        "phase": _f(str),
+        "pass_rate": _f(float, int, NoneType),
+        "completion_tokens": _f(int),
+    },
+)
+
+SCHEMAS = {s.name: s for s in (PROBLEM, SAMPLE, TRAIN_PAIR)}

@@ -19,7 +19,11 @@ def _paths(tmp_path):
 
 def test_column_mapping_and_meta(tmp_path):
     f = tmp_path / "q.jsonl"
-    f.write_text("".join(json.dumps({"uid": i, "question": f"q{i}", "sol": i * 2, "level": 1}) + "\n" for i in range(3)))
+    f.write_text(
+        "".join(
+            json.dumps({"uid": i, "question": f"q{i}", "sol": i * 2, "level": 1}) + "\n" for i in range(3)
+        )
+    )
     src = ProblemSource(path=str(f), id_col="uid", problem_col="question", answer_col="sol")
     rows = load_problems(src, _paths(tmp_path))
     assert rows[1] == {"problem_id": "1", "problem": "q1", "answer": "2", "meta": {"level": 1}}
@@ -27,7 +31,12 @@ def test_column_mapping_and_meta(tmp_path):
 
 def test_missing_column_names_file_line_and_column(tmp_path):
     f = tmp_path / "q.jsonl"
-    f.write_text(json.dumps({"id": 1, "problem": "a", "answer": "1"}) + "\n" + json.dumps({"id": 2, "problem": "b"}) + "\n")
+    f.write_text(
+        json.dumps({"id": 1, "problem": "a", "answer": "1"})
+        + "\n"
+        + json.dumps({"id": 2, "problem": "b"})
+        + "\n"
+    )
     with pytest.raises(RowError, match=r"q\.jsonl:2: missing column 'answer'"):
         load_problems(ProblemSource(path=str(f)), _paths(tmp_path))
 
@@ -54,7 +63,9 @@ def test_parquet_and_hashed_ids_and_limit(tmp_path):
 def test_dataset_name_goes_through_load_dataset(tmp_path):
     d = tmp_path / "myset"
     d.mkdir()
-    (d / "train.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "problem": "p", "answer": "1"}) + "\n" for i in range(4)))
+    (d / "train.jsonl").write_text(
+        "".join(json.dumps({"id": f"x{i}", "problem": "p", "answer": "1"}) + "\n" for i in range(4))
+    )
     rows = load_problems(ProblemSource(dataset=str(d), split="train"), _paths(tmp_path))
     assert [r["problem_id"] for r in rows] == ["x0", "x1", "x2", "x3"]
 

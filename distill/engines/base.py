@@ -47,4 +47,8 @@ def local_model_path(model: ModelRef, paths: Paths) -> str:
 
 
 def local_tokenizer_path(model: ModelRef, paths: Paths) -> str:
-    return local_model_path(ModelRef(path=model.tokenizer), paths) if model.tokenizer else local_model_path(model, paths)
+    return (
+        local_model_path(ModelRef(path=model.tokenizer), paths)
+        if model.tokenizer
+        else local_model_path(model, paths)
+    )

@@ -32,7 +32,9 @@ class OpenAIEngine:
         self.openai = openai
         self.cfg = cfg
         self.model_name = cfg.served_model or model.name
-        self.client_kwargs = dict(base_url=cfg.base_url, api_key=key or "EMPTY", max_retries=0, timeout=cfg.timeout_s)
+        self.client_kwargs = dict(
+            base_url=cfg.base_url, api_key=key or "EMPTY", max_retries=0, timeout=cfg.timeout_s
+        )
         self.retryable = (
             openai.APIConnectionError,
             openai.APITimeoutError,
