@@ -51,7 +51,7 @@ class VLLMEngine:
                 n=r.n,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                top_k=sampling.top_k if sampling.top_k > 0 else 0,
                 max_tokens=sampling.max_tokens,
                 seed=r.seed,
             )
