@@ -91,3 +91,16 @@ TRAIN_PAIR = Schema(
 )
 
 SCHEMAS = {s.name: s for s in (PROBLEM, SAMPLE, TRAIN_PAIR)}
+
+# A sample the curate stage dropped: the input row, its verdict and pass rate, and the one reason.
+REJECTED = Schema(
+    "rejected",
+    {
+        **SAMPLE.fields,
+        "reject_reason": _f(str),
+        "reject_detail": _f(str, NoneType, required=False),
+        "verdict": _f(bool, NoneType),
+        "pass_rate": _f(float, int, NoneType),
+    },
+)
+SCHEMAS[REJECTED.name] = REJECTED
