@@ -84,12 +84,24 @@ class EngineConfig:
 
 
 @dataclass
+class WandbConfig:
+    """One W&B group per run (group = run name), one W&B run per job (a train phase, eval, export)."""
+
+    enabled: bool = True
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "distill"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DistillConfig:
     run: RunConfig = field(default_factory=RunConfig)
     pipeline: list[str] = field(default_factory=list)
     data: dict[str, ProblemSource] = field(default_factory=dict)
     teacher: ModelRef = field(default_factory=ModelRef)
     student: ModelRef = field(default_factory=lambda: ModelRef(name="toy-student", path="data/toy/student"))
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     # Per-stage values of the chosen experiment, merged over the stage's own YAML (see distill.pipeline).
     stages: dict[str, Any] = field(default_factory=dict)
     stage: Any = None

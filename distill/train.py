@@ -1,0 +1,318 @@
+"""The train stage: curriculum SFT of the student, one phase after another, on the pairs curate wrote.
+
+Each phase runs in its own directory `<run>/train/<phase>/` with its own manifest: phase 1 starts from the
+student's weights, phase k from phase k-1's `final/`, and nothing of an earlier phase is ever written again.
+A finished phase (manifest with a matching key) is skipped; an interrupted one resumes from its last
+checkpoint; a phase whose key changed (config, data, or an earlier phase) starts over in a clean dir.
+
+The driver (Hydra) writes each phase's resolved plan to `<phase>/plan.json` and starts the ranks with
+`accelerate launch -m distill.train_worker --config plan.json` (see distill.launch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from distill.io import atomic_write_json
+from distill.launch import (
+    LaunchSpec,
+    accelerate_command,
+    deepspeed_config_path,
+    launch_env,
+    log_tail,
+    run_ranks,
+)
+from distill.manifest import Manifest, config_key, finished
+from distill.paths import Paths
+from distill.report import summary_table
+
+log = logging.getLogger(__name__)
+STAGE = "train"
+WORKER = "distill.train_worker"
+
+
+@dataclass
+class PhaseOverride:
+    """Per-phase values that replace the stage-wide ones (None: keep the stage value)."""
+
+    epochs: float | None = None
+    lr: float | None = None
+    max_length: int | None = None
+    per_device_batch_size: int | None = None
+    grad_accum: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    name: str = "train"
+    phases: list[str] = field(default_factory=lambda: ["phase1", "phase2"])
+    # Overrides per phase. Entries are declared in conf/stage/train.yaml (phase1, phase2): the composed config
+    # is in struct mode, so `stage.per_phase.phase2.lr=...` works and a new phase name needs a new entry there.
+    per_phase: dict[str, PhaseOverride] = field(default_factory=dict)
+    # launch
+    strategy: str = "ddp"  # ddp | zero1 | zero2 | zero3 (conf/deepspeed/<name>.json)
+    num_processes: int = 2
+    num_machines: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    threads_per_rank: int = 1
+    main_process_port: int | None = None
+    # optimisation
+    epochs: float = 3.0
+    lr: float = 1e-4
+    min_lr_rate: float = 0.1  # cosine decays to lr * min_lr_rate
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    per_device_batch_size: int = 1
+    grad_accum: int = 1
+    max_length: int = 1024
+    packing: bool = True  # BFD packing, padding-free with restarted position ids
+    packing_strategy: str = "bfd"
+    seed: int = 0
+    bf16: bool = True  # ignored on CPU
+    model_dtype: str = "float32"
+    # varlen_sdpa: SDPA per packed document (distill.train_worker), the CPU stand-in for flash-attn varlen
+    attn_implementation: str = "varlen_sdpa"
+    use_liger_kernel: bool = False  # GPU only
+    gradient_checkpointing: bool = False  # GPU only
+    eos_token: str = "<|im_end|>"
+    pad_token: str = "<|endoftext|>"
+    # bookkeeping
+    logging_steps: int = 5
+    save_steps: int = 50
+    save_total_limit: int = 2
+    progress: bool = True
+    # W&B settings are the shared root `wandb` section (distill.config.WandbConfig): one run per phase.
+
+
+Config = TrainConfig
+# Fields that change how the stage runs but not what it writes: left out of the key.
+NOT_IN_KEY = {
+    "progress",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "main_process_port",
+    "threads_per_rank",
+    "phases",  # each phase is keyed on its own name and its predecessor's key
+    "per_phase",  # folded into each phase's hparams
+}
+HPARAMS = (
+    "epochs lr min_lr_rate warmup_ratio weight_decay max_grad_norm per_device_batch_size grad_accum max_length "
+    "packing packing_strategy seed bf16 model_dtype attn_implementation use_liger_kernel gradient_checkpointing "
+    "logging_steps save_steps save_total_limit progress"
+).split()
+
+
+def model_fingerprint(path: Path, name: str) -> dict:
+    """Cheap identity of the initial student: config/tokenizer bytes and weight-file sizes."""
+    h = hashlib.sha256(name.encode())
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.suffix in (".json", ".jinja", ".txt", ".model"):
+                h.update(f.name.encode() + f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin"):
+                h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return {"name": "student", "path": str(path), "sha256": None, "key": h.hexdigest()[:16]}
+
+
+def use_cpu(device: str) -> bool:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device={device!r}; valid: auto, cpu, cuda")
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
+
+
+def phase_hparams(g: DictConfig, phase: str) -> dict[str, Any]:
+    """The stage-wide hyper-parameters with this phase's overrides applied."""
+    h = {k: OmegaConf.to_container(g, resolve=True)[k] for k in HPARAMS}
+    over = g.per_phase.get(phase)
+    if over is not None:
+        h.update({k: v for k, v in OmegaConf.to_container(over, resolve=True).items() if v is not None})
+    return h
+
+
+def curate_inputs(paths: Paths, phase: str) -> tuple[dict, dict | None]:
+    """(train, val or None) input records for a phase from curate's manifest (outputs `<phase>[_val]`)."""
+    mpath = paths.stage_dir("curate") / "manifest.json"
+    if not mpath.exists():
+        raise FileNotFoundError(f"{mpath}: no curate manifest; run `python -m distill stage=curate` first")
+    cur = Manifest.read(mpath)
+    if phase not in cur.outputs:
+        raise KeyError(f"{mpath}: curate wrote no output {phase!r} (has: {', '.join(cur.outputs)})")
+
+    def record(name: str) -> dict:
+        return {"name": name, "path": str(cur.output_path(name)), "sha256": None, "key": f"{cur.key}:{name}"}
+
+    val = f"{phase}_val"
+    return record(phase), (record(val) if val in cur.outputs else None)
+
+
+def wandb_id(run_name: str, phase: str, key: str) -> str:
+    """W&B run ids allow letters, digits, '-' and '_': one id per (run, phase, key)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_name}-{phase}-{key}")[:120]
+
+
+def phase_plan(
+    cfg: DictConfig, phase: str, key: str, init: str, io: tuple[dict, dict | None], out: Path
+) -> dict:
+    """Everything a rank needs, resolved: the worker reads this file and nothing else."""
+    g = cfg.stage
+    run_dir = out.parent.parent
+    ds = deepspeed_config_path(g.strategy)
+    cpu = use_cpu(g.device)
+    return {
+        "phase": phase,
+        "key": key,
+        "run_name": cfg.run.name,
+        "init_model": init,
+        "train_file": io[0]["path"],
+        "val_file": io[1]["path"] if io[1] else None,
+        "output_dir": str(out),
+        "world_size": g.num_processes,
+        "strategy": g.strategy,
+        "deepspeed_config": str(ds) if ds else None,
+        "use_cpu": cpu,
+        "eos_token": g.eos_token,
+        "pad_token": g.pad_token,
+        "student": OmegaConf.to_container(cfg.student, resolve=True),
+        "hparams": phase_hparams(g, phase),
+        "wandb": {
+            **OmegaConf.to_container(cfg.wandb, resolve=True),
+            "enabled": bool(cfg.wandb.enabled and cfg.wandb.mode != "disabled"),
+            "group": cfg.run.name,
+            "name": f"{cfg.run.name}-{phase}",
+            "id": wandb_id(cfg.run.name, phase, key),
+            "dir": str(run_dir),  # <run>/wandb/, beside the other stages' W&B runs (distill.tracking)
+        },
+    }
+
+
+def _reset_if_stale(out: Path, key: str, force: bool) -> None:
+    """A phase dir left by another key (or forced) is cleared: its checkpoints must not be resumed."""
+    plan_file = out / "plan.json"
+    stale = plan_file.exists() and json.loads(plan_file.read_text()).get("key") != key
+    if out.exists() and (force or stale):
+        log.info("train: clearing %s (%s)", out, "force" if force else "config changed")
+        shutil.rmtree(out)
+
+
+def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
+    """Runs the ranks for one phase; returns the worker's train_log.json."""
+    g = cfg.stage
+    spec = LaunchSpec(
+        num_processes=g.num_processes,
+        strategy=g.strategy,
+        use_cpu=plan["use_cpu"],
+        num_machines=g.num_machines,
+        main_process_port=g.main_process_port,
+        threads_per_rank=g.threads_per_rank,
+    )
+    env = launch_env(spec)
+    env["WANDB_MODE"] = cfg.wandb.mode if plan["wandb"]["enabled"] else "disabled"
+    env["WANDB_DIR"] = plan["wandb"]["dir"]
+    (out / "train_log.json").unlink(missing_ok=True)
+    cmd = accelerate_command(spec, WORKER, ["--config", str(out / "plan.json")])
+    rc = run_ranks(cmd, env, out / "ranks.log")
+    if rc != 0:
+        raise RuntimeError(
+            f"train {plan['phase']}: ranks exited with {rc}; log {out / 'ranks.log'}:\n{log_tail(out / 'ranks.log')}"
+        )
+    return json.loads((out / "train_log.json").read_text())
+
+
+def run_phase(
+    cfg: DictConfig, paths: Paths, phase: str, prev: Manifest | None, inputs: list[dict]
+) -> Manifest:
+    """Trains one phase (or skips it when finished) and writes its manifest last."""
+    g = cfg.stage
+    out = paths.stage_dir(STAGE) / phase
+    io = curate_inputs(paths, phase)
+    phase_inputs = [*inputs, io[0], *([io[1]] if io[1] else [])]
+    if prev is not None:
+        phase_inputs.append(
+            {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
+        )
+    keyed = {
+        "stage": OmegaConf.to_container(g, resolve=True),
+        "student": OmegaConf.to_container(cfg.student, resolve=True),
+        "phase": phase,
+        "hparams": phase_hparams(g, phase),
+    }
+    exclude = {f"stage.{k}" for k in NOT_IN_KEY} | {f"hparams.{k}" for k in NOT_IN_KEY}
+    key = config_key(keyed, [i["key"] for i in phase_inputs], exclude)
+    if not cfg.force and (m := finished(out, key)):
+        print(f"[distill] train {phase}: up to date (key {key}), skipping")
+        return m
+    _reset_if_stale(out, key, bool(cfg.force))
+    init = prev.outputs["model"]["path"] if prev else str(paths.resolve(cfg.student.path))
+    plan = phase_plan(cfg, phase, key, init, io, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "plan.json", plan)
+    t0 = time.perf_counter()
+    result = _launch(cfg, plan, out)
+    final = out / "final"
+    if not (final / "config.json").exists():
+        raise RuntimeError(f"train {phase}: ranks finished but {final} has no config.json")
+    m = Manifest(
+        stage=STAGE,
+        key=key,
+        config={"phase": phase, **{k: v for k, v in plan.items() if k not in ("wandb", "key")}},
+        inputs=phase_inputs,
+        outputs={"model": {"path": str(final)}, "log": {"path": str(out / "train_log.json")}},
+        metrics={k: v for k, v in result.items() if k != "log_history"},
+        timings={"train_s": time.perf_counter() - t0},
+    )
+    m.write(out)
+    return m
+
+
+def run(cfg: DictConfig, paths: Paths) -> Manifest:
+    g = cfg.stage
+    if not g.phases:
+        raise ValueError("train.phases is empty: name at least one curate output to train on")
+    t_start = time.perf_counter()
+    out_dir = paths.stage_dir(STAGE)
+    student = model_fingerprint(paths.resolve(cfg.student.path), cfg.student.name)
+    phases: list[Manifest] = []
+    for phase in g.phases:
+        phases.append(run_phase(cfg, paths, phase, phases[-1] if phases else None, [student]))
+    key = config_key({"phases": list(g.phases)}, [m.key for m in phases])
+    if not cfg.force and (m := finished(out_dir, key)):
+        print(f"[distill] train: up to date (key {key}), skipping")
+        return m
+    last = phases[-1]
+    m = Manifest(
+        stage=STAGE,
+        key=key,
+        config=OmegaConf.to_container(g, resolve=True),
+        inputs=[
+            {"name": p.config["phase"], "path": str(out_dir / p.config["phase"]), "key": p.key}
+            for p in phases
+        ],
+        outputs={
+            "model": {"path": last.outputs["model"]["path"]},
+            **{p.config["phase"]: {"path": p.outputs["model"]["path"]} for p in phases},
+        },
+        metrics={p.config["phase"]: p.metrics for p in phases},
+        timings={"total_s": time.perf_counter() - t_start},
+    )
+    m.write(out_dir)
+    summary_table(
+        "train",
+        {f"{p.config['phase']}.{k}": v for p in phases for k, v in p.metrics.items() if k != "eval"},
+    )
+    return m

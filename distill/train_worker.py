@@ -1,0 +1,360 @@
+"""One training rank of one curriculum phase: `python -m distill.train_worker --config <phase plan JSON>`.
+
+Started by `accelerate launch` from the driver (distill.train); plain python, never Hydra. The plan file
+holds everything resolved (paths, hyper-parameters, strategy, world size, W&B settings), so every rank sees
+the same values. The rank checks the world size before it builds anything: a launcher that silently starts
+N independent world-1 trainings (e.g. `accelerate launch --cpu`, or DDP without use_cpu on CPU) fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.launch import die_with_parent
+
+# TRL's Qwen3 training template closes `{% generation %}` after '<|im_end|>\n'. The newline after the
+# end-of-turn token is never generated (decoding stops at EOS), so it is moved out of the trained span:
+# the mask then covers exactly <think>...</think>, the answer and <|im_end|>.
+_TRL_QWEN3_TAIL = "{{- '<|im_end|>\\n' }}\n        {%- endgeneration %}"
+_TIGHT_QWEN3_TAIL = "{{- '<|im_end|>' }}\n        {%- endgeneration %}\n        {{- '\\n' }}"
+
+
+def training_chat_template(tokenizer: Any) -> str:
+    """The template to train with: the tokenizer's own if it marks `{% generation %}`, else TRL's variant.
+
+    TRL swaps in its training template only when the tokenizer's template is byte-identical to one it ships
+    (e.g. Qwen3's); anything else fails here with the reason rather than training on the prompt.
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tokenizer.chat_template):
+        return tokenizer.chat_template
+    try:
+        template = get_training_chat_template(tokenizer)
+    except ValueError as e:
+        raise ValueError(
+            f"{tokenizer.name_or_path}: its chat template has no {{% generation %}} markers and TRL has no "
+            f"training variant for it; ship a template that marks the assistant turn ({e})"
+        ) from None
+    return template.replace(_TRL_QWEN3_TAIL, _TIGHT_QWEN3_TAIL)
+
+
+def varlen_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> tuple:
+    """Padding-free attention on CPU: SDPA per packed document (like flash-attn's varlen kernel on GPU).
+
+    Plain SDPA on a padding-free row attends over the whole flattened batch under a block-diagonal mask:
+    quadratic in the row, most of it masked. Here each document (from the collator's `cu_seq_lens_q`)
+    gets its own causal SDPA, so cost is the sum of the squares of the document lengths. Same loss and
+    gradients as SDPA with the mask (checked); without `cu_seq_lens_q` it is plain SDPA.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = cu.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    outs = [
+        F.scaled_dot_product_attention(
+            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=kwargs.get("scaling"),
+            enable_gqa=gqa,
+        )
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True)
+        if e > s
+    ]  # fmt: skip
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def register_varlen_sdpa() -> None:
+    """Makes `attn_implementation="varlen_sdpa"` loadable (masks as for SDPA, used when not packed)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register("varlen_sdpa", varlen_sdpa)
+    AttentionMaskInterface.register("varlen_sdpa", sdpa_mask)
+
+
+def prepare_tokenizer(path: str, eos_token: str, pad_token: str) -> Any:
+    """The student's tokenizer with the training template, EOS = end-of-turn and a distinct pad token.
+
+    A student trained with pad == eos never learns to stop: the collator masks pads out of the loss, and
+    with pad == eos that drops every end-of-turn label too.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    for name, value in (("eos_token", eos_token), ("pad_token", pad_token)):
+        if value not in tok.get_vocab():
+            raise ValueError(f"{path}: {name} {value!r} is not in the tokenizer's vocabulary")
+    tok.eos_token, tok.pad_token = eos_token, pad_token
+    if tok.pad_token_id == tok.eos_token_id:
+        raise ValueError(
+            f"{path}: pad token == eos token ({eos_token!r}); the student would never learn to stop"
+        )
+    tok.chat_template = training_chat_template(tok)
+    return tok
+
+
+def init_distributed(plan: dict) -> Any:
+    """Creates the process group (gloo on CPU) before SFTConfig, and checks the world size.
+
+    DeepSpeed on CPU ranks needs ACCELERATE_USE_DEEPSPEED and a pre-made PartialState (then SFTConfig uses it
+    via `use_configured_state`), else it miscounts the world and rejects its own batch-size arithmetic.
+    """
+    from accelerate import PartialState
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # else one plain process: no process group
+    kwargs: dict[str, Any] = {"backend": "gloo"} if plan["use_cpu"] and launched else {}
+    if plan["deepspeed_config"]:
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    elif plan["use_cpu"]:
+        kwargs["cpu"] = True
+    state = PartialState(**kwargs)
+    check_world_size(state.num_processes, plan["world_size"])
+    return state
+
+
+def check_world_size(actual: int, expected: int) -> None:
+    """N ranks that each see world size 1 would train N independent copies and look healthy: refuse."""
+    import torch.distributed as dist
+
+    seen = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if actual != expected or seen != expected:
+        raise RuntimeError(
+            f"world size mismatch: configured {expected} ranks, accelerate sees {actual}, torch.distributed "
+            f"sees {seen}; the launcher did not form one process group (check --multi_gpu / use_cpu)"
+        )
+
+
+def sft_config(plan: dict) -> Any:
+    """SFTConfig from the plan; CPU forces the settings measured to work (no bf16, pin memory, Liger)."""
+    from trl import SFTConfig
+
+    h, cpu = plan["hparams"], plan["use_cpu"]
+    ds = plan["deepspeed_config"]
+    return SFTConfig(
+        output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
+        num_train_epochs=h["epochs"],
+        learning_rate=h["lr"],
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": h["min_lr_rate"]},
+        warmup_steps=h["warmup_ratio"],  # a float < 1 is a ratio of the total steps
+        weight_decay=h["weight_decay"],
+        max_grad_norm=h["max_grad_norm"],
+        per_device_train_batch_size=h["per_device_batch_size"],
+        per_device_eval_batch_size=h["per_device_batch_size"],
+        gradient_accumulation_steps=h["grad_accum"],
+        max_length=h["max_length"],
+        packing=h["packing"],
+        packing_strategy=h["packing_strategy"],
+        padding_free=h["packing"],
+        assistant_only_loss=True,
+        eos_token=plan["eos_token"],
+        shuffle_dataset=True,
+        seed=h["seed"],
+        data_seed=h["seed"],
+        bf16=h["bf16"] and not cpu,
+        use_cpu=cpu and not ds,  # DeepSpeed runs on its own CPU accelerator
+        use_liger_kernel=h["use_liger_kernel"] and not cpu,
+        gradient_checkpointing=h["gradient_checkpointing"] and not cpu,
+        dataloader_pin_memory=not cpu,
+        deepspeed=ds,
+        accelerator_config={"use_configured_state": True},
+        ddp_backend="gloo" if cpu else None,
+        logging_steps=h["logging_steps"],
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=h["save_steps"],
+        save_total_limit=h["save_total_limit"],
+        eval_strategy="no",
+        report_to=["wandb"] if plan["wandb"]["enabled"] else "none",
+        run_name=plan["wandb"]["name"],
+        disable_tqdm=not h["progress"],
+        dataset_num_proc=None,
+    )
+
+
+def load_rows(path: str | None) -> Any:
+    """A TRAIN_PAIR jsonl as a `datasets.Dataset` of conversations (lineage columns dropped)."""
+    if not path:
+        return None
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=path, split="train")
+    return ds.select_columns(["messages"])
+
+
+def build_trainer(plan: dict) -> Any:
+    """The SFTTrainer for one phase; importable so tests can inspect its prepared labels in-process."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    tok = prepare_tokenizer(plan["init_model"], plan["eos_token"], plan["pad_token"])
+    args = sft_config(plan)
+    h = plan["hparams"]
+    register_varlen_sdpa()
+    model = AutoModelForCausalLM.from_pretrained(
+        plan["init_model"],
+        dtype=getattr(torch, h["model_dtype"]),
+        attn_implementation=h["attn_implementation"],
+        use_safetensors=True,
+    )
+    eos_id = tok.eos_token_id
+    model.config.eos_token_id = eos_id
+    gen_eos = model.generation_config.eos_token_id
+    if gen_eos is None or (eos_id not in gen_eos if isinstance(gen_eos, list) else gen_eos != eos_id):
+        model.generation_config.eos_token_id = eos_id
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_rows(plan["train_file"]),
+        eval_dataset=load_rows(plan.get("val_file")),
+        processing_class=tok,
+    )
+
+
+def init_wandb(plan: dict, is_main: bool) -> Any:
+    """One W&B run per phase, created here (rank 0) so project/entity/group/id come from the config.
+
+    The Trainer's callback reuses an active run. A stable id per phase key lets a resumed phase continue
+    its own run instead of starting a second one.
+    """
+    w = plan["wandb"]
+    if not (w["enabled"] and is_main):
+        return None
+    import wandb
+
+    from distill.tracking import scrub
+
+    Path(w["dir"]).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=w["project"],
+        entity=w["entity"],
+        group=w["group"],
+        name=w["name"],
+        id=w["id"],
+        resume="allow",
+        dir=w["dir"],
+        mode=w["mode"],
+        job_type="train",
+        tags=list(w["tags"]),
+        config={"distill": scrub(plan)},
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint (trainer_state.json written last by the Trainer), else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = output_dir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(ckpt_dir))
+    return last if last and (Path(last) / "trainer_state.json").exists() else None
+
+
+def save_final(trainer: Any, out: Path, state: Any) -> None:
+    """Consolidated safetensors + config + tokenizer into `<phase>/final/`, renamed in place when complete.
+
+    Under ZeRO-3 every rank must join `save_model` (it gathers the shards: the DeepSpeed configs set
+    `stage3_gather_16bit_weights_on_model_save`); rank 0 writes.
+    """
+    tmp = out / "final.tmp"
+    if state.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    state.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if not (tmp / "model.safetensors").exists() and not any(tmp.glob("model-*.safetensors")):
+            raise RuntimeError(f"{tmp}: save_model wrote no safetensors weights")
+        trainer.model.generation_config.save_pretrained(tmp)
+        final = out / "final"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    state.wait_for_everyone()
+
+
+def train_summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) -> dict:
+    """What the driver puts in the phase manifest: losses, tokens/s, steps, world size, resume point."""
+    hist = trainer.state.log_history
+    losses = [(r["step"], r["loss"]) for r in hist if "loss" in r]
+    ds = trainer.train_dataset
+    tokens_per_epoch = sum(len(x) for x in ds["input_ids"])
+    epochs = trainer.args.num_train_epochs
+    train_rows = [r for r in hist if "train_runtime" in r]
+    runtime = train_rows[-1]["train_runtime"] if train_rows else seconds
+    return {
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "first_logged_step": losses[0][0] if losses else None,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": Path(resumed_from).name if resumed_from else None,
+        "resume_step": int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0,
+        "train_tokens_per_epoch": tokens_per_epoch,
+        "tokens_per_s": tokens_per_epoch * epochs / max(runtime, 1e-9) if not resumed_from else None,
+        "train_runtime_s": runtime,
+        "wall_s": seconds,
+        "log_history": hist,
+    }
+
+
+_T0 = time.perf_counter()
+
+
+def mark(state: Any, msg: str) -> None:
+    """Rank-0 progress with elapsed seconds: start-up, data prep and saving dominate short phases."""
+    if state.is_main_process:
+        print(f"[distill] train worker +{time.perf_counter() - _T0:.1f}s: {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="phase plan JSON written by distill.train")
+    plan = json.loads(Path(p.parse_args(argv).config).read_text())
+    t0 = time.perf_counter()
+    state = init_distributed(plan)
+    mark(state, f"{state.num_processes} ranks up ({state.distributed_type})")
+    out = Path(plan["output_dir"])
+    run = init_wandb(plan, state.is_main_process)
+    mark(state, "W&B ready")
+    trainer = build_trainer(plan)
+    mark(state, f"trainer built ({len(trainer.train_dataset)} packed rows)")
+    if trainer.args.world_size != plan["world_size"]:
+        raise RuntimeError(f"Trainer world size {trainer.args.world_size} != configured {plan['world_size']}")
+    resume = last_checkpoint(out)
+    if resume and state.is_main_process:
+        print(f"[distill] train {plan['phase']}: resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    mark(state, "trained")
+    metrics = {}
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+    save_final(trainer, out, state)
+    mark(state, "final weights saved")
+    if state.is_main_process:
+        summary = train_summary(trainer, resume, time.perf_counter() - t0, state.num_processes)
+        summary["eval"] = metrics
+        (out / "train_log.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if run is not None:
+        run.finish()
+    mark(state, "done")
+    state.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

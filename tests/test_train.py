@@ -1,0 +1,259 @@
+"""Train stage, fast part (in-process): loss mask, pad != eos, world-size guard, config, key chaining.
+
+The multi-rank runs (ZeRO-2/3, resume after kill, W&B) are in test_train_dist.py; the helpers here (toy
+student, synthetic TRAIN_PAIR files, fake curate manifest) are shared with it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TOY, compose_root, hydra_ctx
+from distill.io import write_rows
+from distill.manifest import Manifest
+from distill.schemas import TRAIN_PAIR
+
+PROMPT = "{q}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+def student_dir(tmp_factory: pytest.TempPathFactory) -> Path:
+    """The toy student; until the toy world is built, an identical-architecture one from its builder."""
+    if (TOY / "student" / "config.json").exists():
+        return TOY / "student"
+    out = tmp_factory.getbasetemp() / "fallback-student"
+    if not (out / "config.json").exists():
+        sys.path.insert(0, str(REPO / "scripts"))
+        import build_toy_world as b
+
+        convs = [conversation(random.Random(i), 3) for i in range(200)]
+        tok = b.build_tokenizer(b.tokenizer_corpus(convs))
+        b.save_model_dir(b.make_model(b.STUDENT_ARCH, tok, 0), tok, out)
+    return out
+
+
+def conversation(rng: random.Random, terms: int) -> list[dict]:
+    """A toy chain-sum conversation in the exact shape curate writes (think block, boxed answer)."""
+    nums = [rng.randint(1, 60) for _ in range(terms)]
+    ops = [rng.choice("+-") for _ in range(terms - 1)]
+    acc, lines = nums[0], []
+    for op, n in zip(ops, nums[1:], strict=True):
+        new = acc + n if op == "+" else acc - n
+        lines.append(f"{acc} {op} {n} = {new}")
+        acc = new
+    expr = str(nums[0]) + "".join(f" {o} {n}" for o, n in zip(ops, nums[1:], strict=True))
+    answer = "<think>\n" + "\n".join(lines) + f"\n</think>\n\nThe answer is \\boxed{{{acc}}}."
+    return [
+        {"role": "user", "content": PROMPT.format(q=f"What is {expr}?")},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def fake_curate(run_dir: Path, rows_per_phase: int = 64) -> dict[str, Path]:
+    """TRAIN_PAIR files for phase1 (short chains) and phase2 (long) plus curate's manifest pointing at them."""
+    cur = run_dir / "curate"
+    files = {}
+    for phase, terms in (("phase1", 2), ("phase2", 4)):
+        rng = random.Random(phase)
+        rows = [
+            {
+                "messages": conversation(rng, terms),
+                "problem_id": f"{phase}-{i}",
+                "sample_idx": 0,
+                "phase": phase,
+                "pass_rate": 0.75,
+                "completion_tokens": 20 * terms,
+            }
+            for i in range(rows_per_phase)
+        ]
+        files[phase] = cur / f"{phase}.jsonl"
+        write_rows(files[phase], rows, TRAIN_PAIR)
+    outputs = {k: {"path": str(v), "rows": rows_per_phase} for k, v in files.items()}
+    Manifest(stage="curate", key="fake-curate-0001", config={}, outputs=outputs).write(cur)
+    return files
+
+
+def worker_plan(student: Path, train_file: Path, out: Path, **hparams) -> dict:
+    """A phase plan as the driver writes it, for in-process use of the worker's functions."""
+    h = {
+        "epochs": 1,
+        "lr": 1e-3,
+        "min_lr_rate": 0.1,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "per_device_batch_size": 2,
+        "grad_accum": 1,
+        "max_length": 256,
+        "packing": False,
+        "packing_strategy": "bfd",
+        "seed": 0,
+        "bf16": False,
+        "model_dtype": "float32",
+        "attn_implementation": "sdpa",
+        "use_liger_kernel": False,
+        "gradient_checkpointing": False,
+        "logging_steps": 1,
+        "save_steps": 100,
+        "save_total_limit": 1,
+        "progress": False,
+    } | hparams
+    return {
+        "phase": "phase1",
+        "init_model": str(student),
+        "train_file": str(train_file),
+        "val_file": None,
+        "output_dir": str(out),
+        "world_size": 1,
+        "deepspeed_config": None,
+        "use_cpu": True,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "hparams": h,
+        "wandb": {"enabled": False, "name": "t"},
+    }
+
+
+@pytest.fixture(scope="module")
+def trainer_factory(tmp_path_factory):
+    """Builds the real SFTTrainer of the stage in this process (world 1), for inspecting its labels."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    from distill.train_worker import build_trainer, init_distributed
+
+    student = student_dir(tmp_path_factory)
+    root = tmp_path_factory.mktemp("train-unit")
+    files = fake_curate(root, rows_per_phase=8)
+
+    def make(**hparams):
+        plan = worker_plan(student, files["phase1"], root / "out", **hparams)
+        init_distributed(plan)
+        return build_trainer(plan)
+
+    yield make
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+def test_loss_mask_covers_think_answer_and_eot_only(trainer_factory):
+    trainer = trainer_factory(packing=False)
+    tok = trainer.processing_class
+    row = trainer.train_dataset[0]
+    ids, labels = row["input_ids"], row["labels"]
+    trained = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+    masked = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab == -100])
+    # exactly the assistant turn: <think> ... </think>, the answer, the end-of-turn token
+    assert trained.startswith("<think>\n") and "\n</think>\n\nThe answer is \\boxed{" in trained
+    assert trained.endswith("}.<|im_end|>"), trained
+    assert "Please reason step by step" not in trained and "<|im_start|>" not in trained
+    # nothing of the prompt is trained; the trained span is one contiguous block
+    assert masked.startswith("<|im_start|>user\nWhat is") and masked.rstrip("\n").endswith(
+        "<|im_start|>assistant"
+    )
+    first = next(i for i, lab in enumerate(labels) if lab != -100)
+    last = max(i for i, lab in enumerate(labels) if lab != -100)
+    assert all(lab != -100 for lab in labels[first : last + 1])
+    assert ids[last] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_pad_differs_from_eos_and_packing_restarts_positions(trainer_factory):
+    trainer = trainer_factory(packing=True, per_device_batch_size=2)
+    tok = trainer.processing_class
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    assert trainer.model.config.eos_token_id == tok.eos_token_id
+    assert trainer.padding_free
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
+    pos = batch["position_ids"][0].tolist()
+    starts = [i for i, p in enumerate(pos) if p == 0]
+    assert len(starts) >= 2 and starts[0] == 0  # several conversations, positions restart at each
+    real = (batch["input_ids"] != tok.pad_token_id).float().mean().item()
+    assert real == 1.0
+
+
+def test_pad_equal_to_eos_is_refused(tmp_path_factory):
+    from distill.train_worker import prepare_tokenizer
+
+    with pytest.raises(ValueError, match="never learn to stop"):
+        prepare_tokenizer(str(student_dir(tmp_path_factory)), "<|im_end|>", "<|im_end|>")
+
+
+def test_world_size_guard():
+    from distill.train_worker import check_world_size
+
+    check_world_size(1, 1)
+    with pytest.raises(RuntimeError, match="world size mismatch"):
+        check_world_size(1, 2)  # e.g. `accelerate launch --cpu --num_processes 2` started one process
+
+
+def test_config_and_launch_command():
+    from distill.launch import LaunchSpec, accelerate_command, launch_env
+    from distill.pipeline import resolve_stage
+
+    with hydra_ctx():
+        root = compose_root([])
+        assert "train" in root.pipeline
+        cfg = resolve_stage(root, "train", ["stage.strategy=zero3"])
+    assert cfg.stage.name == "train" and list(cfg.stage.phases) == ["phase1", "phase2"]
+    assert cfg.stage.strategy == "zero3" and cfg.stage.num_processes == 2
+    cmd = accelerate_command(LaunchSpec(num_processes=2, strategy="zero3"), "distill.train_worker", ["--x"])
+    assert cmd[-3:] == ["--module", "distill.train_worker", "--x"] and "--multi_gpu" in cmd
+    assert "--multi_gpu" not in accelerate_command(LaunchSpec(num_processes=1), "m", [])
+    env = launch_env(LaunchSpec(strategy="zero3"), {})
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and "ACCELERATE_USE_CPU" not in env
+    env = launch_env(LaunchSpec(strategy="ddp"), {})
+    assert env["ACCELERATE_USE_CPU"] == "true" and env["OMP_NUM_THREADS"] == "1"
+    for name in ("zero1", "zero2", "zero3"):
+        ds = json.loads((REPO / "conf" / "deepspeed" / f"{name}.json").read_text())
+        assert ds["zero_optimization"]["stage"] == int(name[-1])
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    with pytest.raises(ValueError, match="valid"):
+        LaunchSpec(strategy="zero4")
+
+
+def test_experiment_recipes():
+    """The production numbers (ReasonLite) and the toy's are where the issue says they are."""
+    from distill.pipeline import resolve_stage
+
+    with hydra_ctx():
+        rl = resolve_stage(compose_root(["experiment=reasonlite"]), "train", ["experiment=reasonlite"])
+        toy = resolve_stage(compose_root(["experiment=toy"]), "train", ["experiment=toy"])
+    s = rl.stage
+    assert (s.lr, s.min_lr_rate, s.warmup_ratio, s.epochs, s.max_length) == (3e-4, 0.1, 0.03, 8, 32768)
+    assert s.strategy == "zero1" and s.bf16 and s.use_liger_kernel and rl.student.path == "Qwen/Qwen3-0.6B"
+    assert "train" in rl.pipeline and "train" in toy.pipeline
+    assert toy.stage.num_processes == 2 and toy.stage.packing
+
+
+def test_varlen_sdpa_matches_masked_sdpa(tmp_path_factory):
+    """The per-document attention used on CPU gives SDPA's packed-mask loss and gradients, not cross-talk."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.train_worker import register_varlen_sdpa
+
+    register_varlen_sdpa()
+    student = student_dir(tmp_path_factory)
+    lens = [9, 14, 5, 11]
+    torch.manual_seed(0)
+    ids = torch.randint(5, 200, (1, sum(lens)))
+    pos = torch.cat([torch.arange(n) for n in lens])[None]
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    kw = {"position_ids": pos, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "use_cache": False}
+    res = {}
+    for impl in ("sdpa", "varlen_sdpa"):
+        model = AutoModelForCausalLM.from_pretrained(student, attn_implementation=impl)
+        out = model(input_ids=ids, labels=ids, **kw)
+        out.loss.backward()
+        res[impl] = (out.loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone(), out.logits)
+    assert abs(res["sdpa"][0] - res["varlen_sdpa"][0]) < 1e-5
+    assert torch.allclose(res["sdpa"][1], res["varlen_sdpa"][1], atol=1e-5)
+    alone = AutoModelForCausalLM.from_pretrained(student, attn_implementation="eager")(
+        input_ids=ids[:, 9:23]
+    ).logits
+    assert torch.allclose(res["varlen_sdpa"][2][:, 9:23], alone, atol=1e-4)  # document 2 sees only itself
