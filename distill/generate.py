@@ -40,6 +40,7 @@ class GenerateConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     shard: int | None = None
     num_shards: int = 1
+    workers: int = 1  # shards generated at once on this node, each its own engine on its own GPUs
     chunk_problems: int = 256
     progress: bool = True
 
@@ -129,33 +130,44 @@ def _rows_for(problem: dict, comps: list, prompt: str, teacher: str, sampling: d
     return out
 
 
-class _Generator:
-    """Holds the engine (created on first need: a fully-resumed shard never starts one) and the counters."""
+class Sampler:
+    """An engine (started on first need: a fully-resumed shard never starts one) plus throughput counters.
 
-    def __init__(self, cfg: DictConfig, paths: Paths):
-        from distill.chat import messages_for
+    Shared by generate (the teacher) and eval (every model under test), so both sample the same way.
+    """
 
-        self.cfg, self.paths, self.g = cfg, paths, cfg.stage
-        self.messages_for = messages_for
+    def __init__(
+        self,
+        engine: DictConfig,
+        model: DictConfig,
+        paths: Paths,
+        prompt_template: str,
+        system_prompt: str | None,
+        sampling: DictConfig,
+    ):
+        self.engine_cfg, self.model, self.paths = engine, model, paths
+        self.prompt_template, self.system_prompt = prompt_template, system_prompt
+        self.sampling = OmegaConf.to_object(sampling)
+        self.sampling_dict = OmegaConf.to_container(sampling, resolve=True)
         self.engine = None
-        self.sampling = OmegaConf.to_object(self.g.sampling)
-        self.sampling_dict = OmegaConf.to_container(self.g.sampling, resolve=True)
         self.stats = defaultdict(float)
 
     def _engine(self):
         if self.engine is None:
             t0 = time.perf_counter()
             self.engine = make_engine(
-                OmegaConf.to_object(self.g.engine), OmegaConf.to_object(self.cfg.teacher), self.paths
+                OmegaConf.to_object(self.engine_cfg), OmegaConf.to_object(self.model), self.paths
             )
             self.stats["engine_init_s"] += time.perf_counter() - t0
         return self.engine
 
     def run_chunk(self, problems: list[dict]) -> list[dict]:
-        g, n = self.g, self.g.sampling.n
-        msgs = [self.messages_for(p["problem"], g.prompt_template, g.system_prompt) for p in problems]
+        from distill.chat import messages_for
+
+        n, seed = self.sampling.n, self.sampling.seed
+        msgs = [messages_for(p["problem"], self.prompt_template, self.system_prompt) for p in problems]
         reqs = [
-            Request(p["problem_id"], m, n, problem_seed(g.sampling.seed, p["problem_id"]))
+            Request(p["problem_id"], m, n, problem_seed(seed, p["problem_id"]))
             for p, m in zip(problems, msgs, strict=True)
         ]
         engine = self._engine()
@@ -168,7 +180,7 @@ class _Generator:
                 raise RuntimeError(
                     f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}"
                 )
-            rows += _rows_for(p, comps, m[-1]["content"], self.cfg.teacher.name, self.sampling_dict)
+            rows += _rows_for(p, comps, m[-1]["content"], self.model.name, self.sampling_dict)
         self.stats["samples"] += len(rows)
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["prompt_tokens"] += sum(r["prompt_tokens"] for r in rows)
@@ -177,11 +189,17 @@ class _Generator:
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+            self.engine = None
 
 
-def _run_shard(gen: _Generator, problems: list[dict], shard: int, parts: Path, key: str) -> Manifest:
-    g = gen.g
-    name = f"shard-{shard:05d}-of-{g.num_shards:05d}"
+def shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+def _run_shard(
+    gen: Sampler, g: DictConfig, problems: list[dict], shard: int, parts: Path, key: str
+) -> Manifest:
+    name = shard_name(shard, g.num_shards)
     if m := finished(parts, key, f"{name}.manifest.json"):
         return m
     mine = shard_of(problems, shard, g.num_shards)
@@ -218,7 +236,7 @@ def _clear(parts: Path, shard: int | None, num_shards: int) -> None:
     if shard is None:
         shutil.rmtree(parts, ignore_errors=True)
         return
-    name = f"shard-{shard:05d}-of-{num_shards:05d}"
+    name = shard_name(shard, num_shards)
     for f in (parts / f"{name}.jsonl", parts / f"{name}.manifest.json"):
         f.unlink(missing_ok=True)
 
@@ -227,7 +245,7 @@ def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path:
     order = {p["problem_id"]: i for i, p in enumerate(problems)}
     rows = []
     for shard in range(num_shards):
-        rows += read_rows(parts / f"shard-{shard:05d}-of-{num_shards:05d}.jsonl", SAMPLE)
+        rows += read_rows(parts / f"{shard_name(shard, num_shards)}.jsonl", SAMPLE)
     keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
     if len(set(keys)) != len(keys) or len(keys) != len(problems) * n:
         raise RowError(
@@ -270,10 +288,19 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     parts = out_dir / "parts" / key
     if cfg.force:
         _clear(parts, g.shard, g.num_shards)
-    gen = _Generator(cfg, paths)
+    if g.shard is None and g.workers > 1:
+        from distill.local_shards import run_local_shards
+
+        todo = [
+            s
+            for s in range(g.num_shards)
+            if not finished(parts, key, f"{shard_name(s, g.num_shards)}.manifest.json")
+        ]
+        run_local_shards(cfg, paths, todo, min(g.workers, len(todo) or 1))
+    gen = Sampler(g.engine, cfg.teacher, paths, g.prompt_template, g.system_prompt, g.sampling)
     try:
         shards = [g.shard] if g.shard is not None else range(g.num_shards)
-        shard_ms = [_run_shard(gen, problems, s, parts, key) for s in shards]
+        shard_ms = [_run_shard(gen, g, problems, s, parts, key) for s in shards]
     finally:
         gen.close()
     if g.shard is not None:

@@ -12,6 +12,10 @@ from types import ModuleType
 
 STAGE_MODULES: dict[str, str] = {
     "generate": "distill.generate",
+    "curate": "distill.curate",
+    "train": "distill.train",
+    "eval": "distill.eval",
+    "export": "distill.export",
 }
 STAGES = tuple(STAGE_MODULES)
 

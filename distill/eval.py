@@ -1,0 +1,225 @@
+"""The eval stage: teacher, the student's initial weights and every curriculum phase, on held-out problems.
+
+Every model is sampled through the generate stage's engines and scored with the curate stage's verifier,
+so an accuracy here means the same thing as a verdict there. Each model's result is cached under its own
+key (model fingerprint + eval settings): adding a model, or retraining one phase, re-evaluates only that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from distill.config import DEFAULT_PROMPT, EngineConfig, ModelRef, SamplingConfig
+from distill.generate import Sampler, model_fingerprint
+from distill.io import atomic_write_json, write_rows
+from distill.manifest import Manifest, config_key, finished
+from distill.metrics import problem_scores, summarize
+from distill.paths import Paths
+from distill.problems import load_problems, source_fingerprint
+from distill.report import progress
+
+log = logging.getLogger(__name__)
+STAGE = "eval"
+
+
+@dataclass
+class EvalConfig:
+    name: str = "eval"
+    problems: str = "heldout"  # a key of `data`
+    # `teacher`, `student` (initial weights), and `train` (every phase the train stage finished)
+    models: list[str] = field(default_factory=lambda: ["teacher", "student", "train"])
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    answer_methods: list[str] = field(default_factory=lambda: ["boxed"])
+    category_field: str = "category"  # a key of each problem's meta; missing: "all"
+    num_workers: int | None = None
+    chunk_problems: int = 512
+    progress: bool = True
+
+
+Config = EvalConfig
+NOT_IN_KEY = {
+    "models",
+    "num_workers",
+    "chunk_problems",
+    "progress",
+    "engine.concurrency",
+    "engine.hf_threads",
+}
+
+
+def _train_models(paths: Paths) -> dict[str, str]:
+    path = paths.stage_dir("train") / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: eval.models includes `train` but the train stage has not finished")
+    m = Manifest.read(path)
+    return {
+        name: out["path"] for name, out in m.outputs.items() if out.get("kind") == "model" and name != "final"
+    }
+
+
+def resolve_models(cfg: DictConfig, paths: Paths) -> dict[str, DictConfig]:
+    """Name -> ModelRef for every model the config asks for, in a stable order."""
+    out: dict[str, DictConfig] = {}
+    for name in cfg.stage.models:
+        if name == "teacher":
+            out["teacher"] = cfg.teacher
+        elif name == "student":
+            out["student"] = cfg.student
+        elif name == "train":
+            for phase, path in _train_models(paths).items():
+                out[phase] = OmegaConf.merge(
+                    cfg.student, OmegaConf.structured(ModelRef(name=f"{cfg.student.name}-{phase}", path=path))
+                )
+        else:
+            raise ValueError(f"eval.models: unknown model {name!r}; use teacher, student or train")
+    return out
+
+
+def _score(rows: list[dict], e: DictConfig) -> dict:
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_problem[r["problem_id"]].append(r)
+    k = e.sampling.n
+    groups: dict[str, list] = defaultdict(list)
+    for rs in by_problem.values():
+        score = problem_scores([r["verdict"] for r in rs], [r["pred"] for r in rs], k)
+        groups["all"].append((score, rs))
+        groups[str(rs[0]["meta"].get(e.category_field, "all"))].append((score, rs))
+    result = {}
+    for cat, items in sorted(groups.items()):
+        rs = [r for _, group in items for r in group]
+        result[cat] = summarize(
+            [s for s, _ in items],
+            [r["completion_tokens"] for r in rs],
+            [r["finish_reason"] == "length" for r in rs],
+            [r["prompt_tokens"] for r in rs],
+        )
+    return result
+
+
+def _sample_and_verify(
+    model: DictConfig, problems: list[dict], e: DictConfig, paths: Paths
+) -> tuple[list[dict], dict]:
+    from distill.verify import Verifier, extract_answer
+
+    sampler = Sampler(e.engine, model, paths, e.prompt_template, e.system_prompt, e.sampling)
+    rows: list[dict] = []
+    try:
+        with progress(len(problems), f"eval {model.name}", enabled=e.progress) as bar:
+            for i in range(0, len(problems), e.chunk_problems):
+                chunk = problems[i : i + e.chunk_problems]
+                rows += sampler.run_chunk(chunk)
+                bar.update(len(chunk))
+    finally:
+        sampler.close()
+    for r in rows:
+        r["pred"] = extract_answer(r["completion"], e.answer_methods, require_think=True).answer
+    verdicts = Verifier(e.num_workers).verdicts([(r["answer"], r["pred"]) for r in rows])
+    for r, v in zip(rows, verdicts, strict=True):
+        r["verdict"] = v
+    return rows, dict(sampler.stats)
+
+
+def _eval_model(
+    name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, base_keys: list[str]
+) -> Manifest:
+    e = cfg.stage
+    keyed = {
+        "stage": OmegaConf.to_container(e, resolve=True),
+        "model": OmegaConf.to_container(model, resolve=True),
+    }
+    fp = model_fingerprint(paths.resolve(model.path), model.name, model.revision)
+    key = config_key(keyed, [*base_keys, fp["key"]], {f"stage.{k}" for k in NOT_IN_KEY})
+    mdir = paths.stage_dir(STAGE) / name
+    if not cfg.force and (m := finished(mdir, key)):
+        print(f"[distill] eval {name}: up to date (key {key}), skipping")
+        return m
+    t0 = time.perf_counter()
+    rows, stats = _sample_and_verify(model, problems, e, paths)
+    write_rows(mdir / "samples.jsonl", rows)
+    m = Manifest(
+        stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[fp],
+        outputs={"samples": {"path": str(mdir / "samples.jsonl"), "rows": len(rows)}},
+        metrics=_score(rows, e), timings={"total_s": time.perf_counter() - t0, **stats},
+    )  # fmt: skip
+    m.write(mdir)
+    return m
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cats = list(next(iter(results.values())))
+    table = Table(title="eval (held-out)", header_style="bold")
+    for col in ("model", "category", "avg@k", "pass@k", "cons@k", "mean tok", "median tok", "trunc"):
+        table.add_column(col, justify="left" if col in ("model", "category") else "right")
+    for name, by_cat in results.items():
+        for cat in cats:
+            s = by_cat[cat]
+            table.add_row(name, cat, f"{s['avg@k']:.3f}", f"{s['pass@k']:.3f}", f"{s['cons@k']:.3f}",
+                          f"{s['mean_tokens']:.1f}", f"{s['median_tokens']:.0f}", f"{s['truncation_rate']:.3f}")  # fmt: skip
+    Console(width=110).print(table)
+
+
+def run(cfg: DictConfig, paths: Paths) -> Manifest:
+    e = cfg.stage
+    if e.problems not in cfg.data:
+        raise KeyError(f"eval.problems={e.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})")
+    t0 = time.perf_counter()
+    src = cfg.data[e.problems]
+    src_fp = source_fingerprint(src, paths)
+    models = resolve_models(cfg, paths)
+    problems = None
+    results, inputs = {}, [src_fp]
+    for name, model in models.items():
+        problems = problems or load_problems(src, paths)
+        m = _eval_model(name, model, problems, cfg, paths, [src_fp["key"]])
+        results[name] = m.metrics
+        inputs.append(
+            {
+                "name": name,
+                "path": str(paths.stage_dir(STAGE) / name / "manifest.json"),
+                "sha256": None,
+                "key": m.key,
+            }
+        )
+    out_dir = paths.stage_dir(STAGE)
+    sampling = OmegaConf.to_container(e.sampling, resolve=True)
+    atomic_write_json(out_dir / "metrics.json", {"sampling": sampling, "k": e.sampling.n, "models": results})
+    m = Manifest(
+        stage=STAGE, key=config_key({"models": [i["key"] for i in inputs]}, []), config=OmegaConf.to_container(e, resolve=True),
+        inputs=inputs, outputs={"metrics": {"path": str(out_dir / "metrics.json"), "rows": len(results)}},
+        metrics={name: r["all"] for name, r in results.items()}, timings={"total_s": time.perf_counter() - t0},
+    )  # fmt: skip
+    _log_wandb(cfg, paths, results, sampling)
+    m.write(out_dir)
+    _print_table(results)
+    return m
+
+
+def _log_wandb(cfg: DictConfig, paths: Paths, results: dict, sampling: dict) -> None:
+    from distill.tracking import wandb_run
+
+    with wandb_run(
+        cfg, paths, job="eval", config={"eval": OmegaConf.to_container(cfg.stage, resolve=True)}
+    ) as run:
+        if run is None:
+            return
+        import wandb
+
+        cols = ["model", "category", *next(iter(next(iter(results.values())).values())).keys()]
+        table = wandb.Table(columns=cols)
+        for name, by_cat in results.items():
+            for cat, s in by_cat.items():
+                table.add_data(name, cat, *s.values())
+                run.summary[f"{name}/{cat}/avg@k"] = s["avg@k"]
+        run.log({"eval/table": table, "eval/sampling_temperature": sampling["temperature"]})

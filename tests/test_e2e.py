@@ -1,0 +1,119 @@
+"""The whole default pipeline on the toy world, as `python -m distill` runs it; then what it exported.
+
+One run (a session fixture) serves every test here: its rerun must be a no-op, the bundle must load and
+stop at EOS, a real vLLM server must serve it, the router entry must agree with the eval, and the
+student must have learned (the toy world's proof that distillation works).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, distill_cmd, free_port, start_vllm_server
+
+pytestmark = pytest.mark.slow
+STAGES = ["generate", "curate", "train", "eval", "export"]
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> tuple[Path, str, float]:
+    root = tmp_path_factory.mktemp("e2e")
+    t0 = time.monotonic()
+    out = subprocess.run(
+        distill_cmd(f"run.root={root}"), cwd=REPO, capture_output=True, text=True, timeout=1200
+    )
+    wall = time.monotonic() - t0
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return root / "toy", out.stdout, wall
+
+
+def test_pipeline_ran_every_stage_within_budget(toy_run):
+    run, stdout, wall = toy_run
+    for stage in STAGES:
+        m = json.loads((run / stage / "manifest.json").read_text())
+        assert m["stage"] == stage and m["key"]
+    assert "eval (held-out)" in stdout and "bundle at" in stdout
+    assert wall < 600, f"the toy pipeline took {wall:.0f}s (> 10 min)"
+
+
+def test_rerun_is_a_noop(toy_run):
+    run, _, _ = toy_run
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("manifest.json")}
+    out = subprocess.run(
+        distill_cmd(f"run.root={run.parent}"), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("up to date") >= len(STAGES)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("manifest.json")} == before
+
+
+def test_distillation_works(toy_run):
+    run, _, _ = toy_run
+    models = json.loads((run / "eval" / "metrics.json").read_text())["models"]
+    teacher, init = models["teacher"]["all"]["avg@k"], models["student"]["all"]["avg@k"]
+    final = models["phase2"]["all"]["avg@k"]
+    assert final >= 0.9 * teacher, (teacher, init, final)
+    assert final >= init + 0.3, (teacher, init, final)
+
+
+def test_bundle_loads_and_stops_at_eos(toy_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bundle = toy_run[0] / "export" / "model"
+    tok = AutoTokenizer.from_pretrained(bundle)
+    model = AutoModelForCausalLM.from_pretrained(bundle, use_safetensors=True)
+    gen = json.loads((bundle / "generation_config.json").read_text())
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert gen["eos_token_id"][0] == eot and tok.pad_token_id != eot
+    msgs = [{"role": "user", "content": "State the final answer to the following arithmetic problem: 3 + 4 =\n"
+             "Please reason step by step, and put your final answer within \\boxed{}."}]  # fmt: skip
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=200, do_sample=False)
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
+    assert eot in new, "the exported student never emitted its end-of-turn token"
+    assert "</think>" in tok.decode(new)
+
+
+def test_router_entry_matches_metrics(toy_run):
+    run, _, _ = toy_run
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    entry = yaml.safe_load((run / "export" / "router.yaml").read_text())["commodity"]
+    student = metrics["models"]["phase2"]
+    teacher = metrics["models"]["teacher"]
+    for cat, scores in entry["eval"].items():
+        assert scores["avg@k"] == pytest.approx(student[cat]["avg@k"])
+    margin = entry["routing"]["margin"]
+    for cat, r in entry["routing"]["categories"].items():
+        expect = "commodity" if student[cat]["avg@k"] >= teacher[cat]["avg@k"] - margin else "frontier"
+        assert r["tier"] == expect
+    costs = entry["policy_costs"]
+    assert costs["all_commodity"]["cost_per_query"] < costs["all_frontier"]["cost_per_query"]
+    lo, hi = sorted([costs["all_commodity"]["accuracy"], costs["all_frontier"]["accuracy"]])
+    assert lo - 1e-9 <= costs["routed"]["accuracy"] <= max(hi, lo) + 1e-9 or costs["routed"]["accuracy"] >= lo
+
+
+def test_vllm_serves_the_bundle(toy_run):
+    run, _, _ = toy_run
+    spec = json.loads((run / "export" / "serve.json").read_text())
+    port = free_port()
+    with start_vllm_server(spec["args"], port) as url:
+        body = {
+            "model": spec["served_model_name"],
+            "messages": [{"role": "user", "content": "State the final answer to the following arithmetic problem: "
+                          "5 + 2 =\nPlease reason step by step, and put your final answer within \\boxed{}."}],
+            "max_tokens": 200, "temperature": 0,
+        }  # fmt: skip
+        req = urllib.request.Request(
+            f"{url}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    msg = reply["choices"][0]["message"]
+    assert "\\boxed{" in (msg.get("content") or ""), msg
+    assert reply["choices"][0]["finish_reason"] == "stop"
