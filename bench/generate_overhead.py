@@ -34,7 +34,9 @@ def raw_vllm(problems: list[dict], n: int, max_tokens: int) -> tuple[float, int]
     tok = llm.get_tokenizer()
     prompts = [render(tok, messages_for(p["problem"], DEFAULT_PROMPT)) for p in problems]
     params = [
-        SamplingParams(n=n, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=problem_seed(0, p["problem_id"]))
+        SamplingParams(
+            n=n, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=problem_seed(0, p["problem_id"])
+        )
         for p in problems
     ]
     t0 = time.perf_counter()
@@ -69,7 +71,8 @@ def main() -> None:
     from distill.problems import load_problems
 
     problems = load_problems(
-        ProblemSource(path="data/toy/problems/train.jsonl", limit=args.problems), Paths.for_run("runs", "x", REPO)
+        ProblemSource(path="data/toy/problems/train.jsonl", limit=args.problems),
+        Paths.for_run("runs", "x", REPO),
     )
     with tempfile.TemporaryDirectory() as root:
         raw_s, raw_tok = raw_vllm(problems, args.n, args.max_tokens)

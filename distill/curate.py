@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.config import DEFAULT_PROMPT, ProblemSource
 from distill.curriculum import PhaseRule, funnel, is_val, matches, plot_funnel, train_pair
 from distill.dedup import dedup_problems, group_by, select_samples
+from distill.filters import row_filters
 from distill.io import atomic_write_json, write_rows
 from distill.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
 from distill.manifest import Manifest, config_key, finished
@@ -25,7 +26,7 @@ from distill.problems import source_fingerprint
 from distill.report import progress, summary_table
 from distill.schemas import REJECTED, TRAIN_PAIR
 from distill.traces import input_record, load_samples
-from distill.verify import Timeouts, Verifier, extract_answer
+from distill.verify import Timeouts, Verifier
 
 log = logging.getLogger(__name__)
 STAGE = "curate"
@@ -164,51 +165,6 @@ def eval_sources(cfg: DictConfig) -> dict[str, ProblemSource]:
             raise ValueError(f"curate.decontam: two eval sets named {name!r}")
         out[name] = ProblemSource(**src)
     return out
-
-
-def repetition(text: str, n: int) -> float:
-    words = text.split()
-    if len(words) <= n:
-        return 0.0
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams)
-
-
-def _bad_text(row: dict) -> str | None:
-    for k in ("completion", "prompt"):
-        s = row[k]
-        if not s.strip():
-            return f"empty {k}"
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{k} is not valid UTF-8 (lone surrogate)"
-        if "\ufffd" in s:
-            return f"{k} has U+FFFD (text lost in a decode)"
-    return None
-
-
-def _row_filters(row: dict, c: DictConfig) -> tuple[str | None, str | None]:
-    """The first per-sample reason to drop a row (before any cross-sample step), and its detail."""
-    if bad := _bad_text(row):
-        return "invalid_text", bad
-    f = c.filters
-    if f.drop_truncated and row["finish_reason"] == "length":
-        return "truncated", "finish_reason=length"
-    ext = extract_answer(row["completion"], list(c.answer.extractors), c.answer.require_think)
-    row["extracted_answer"], row["answer_method"] = ext.answer, ext.method
-    if ext.problem:
-        return ext.problem, ext.detail
-    toks = row["completion_tokens"]
-    if toks < f.min_completion_tokens:
-        return "too_short", f"{toks} < {f.min_completion_tokens} tokens"
-    if f.max_completion_tokens is not None and toks > f.max_completion_tokens:
-        return "too_long", f"{toks} > {f.max_completion_tokens} tokens"
-    if f.max_repetition is not None:
-        rep = repetition(row["completion"], f.repetition_ngram)
-        if rep > f.max_repetition:
-            return "repetition", f"repeated {f.repetition_ngram}-gram share {rep:.2f}"
-    return None, None
 
 
 def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher: DictConfig) -> None:
@@ -382,7 +338,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         bar.unit = "sample"
         for r in rows:
             r["extracted_answer"] = r["answer_method"] = None
-            r["reject_reason"], r["reject_detail"] = _row_filters(r, c)
+            r["reject_reason"], r["reject_detail"] = row_filters(r, c)
             bar.update(1)
     _verify(rows, c, stats, paths, cfg.teacher)
     _pass_rates(rows)

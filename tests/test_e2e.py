@@ -117,3 +117,15 @@ def test_vllm_serves_the_bundle(toy_run):
     msg = reply["choices"][0]["message"]
     assert "\\boxed{" in (msg.get("content") or ""), msg
     assert reply["choices"][0]["finish_reason"] == "stop"
+
+
+def test_curated_toy_world_has_two_nonempty_phases(toy_run):
+    run, _, _ = toy_run
+    cur = json.loads((run / "curate" / "manifest.json").read_text())
+    rows = {name: out["rows"] for name, out in cur["outputs"].items() if name.startswith("phase")}
+    assert rows.get("phase1", 0) > 0 and rows.get("phase2", 0) > 0, rows
+    gen_rows = json.loads((run / "generate" / "manifest.json").read_text())["outputs"]["samples"]["rows"]
+    kept = len({(r["problem_id"], r["sample_idx"]) for p in ("phase1", "phase2")
+                for r in map(json.loads, (run / "curate" / f"{p}.jsonl").read_text().splitlines())})  # fmt: skip
+    rejected = len((run / "curate" / "rejected.jsonl").read_text().splitlines())
+    assert kept + rejected == gen_rows  # every generated sample ends up kept or rejected, once
