@@ -69,6 +69,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
     enable_prefix_caching: bool = True
+    # None: off on CPU, where vLLM 0.32's per-request seeded sampling crashes when a chunked prefill
+    # discards a sampled token ("CPU Generator does not use offset"); vLLM's default elsewhere.
+    enable_chunked_prefill: bool | None = None
     kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
     # hf
     hf_threads: int = 0  # 0: torch default

@@ -60,9 +60,7 @@ def _train_models(paths: Paths) -> dict[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: eval.models includes `train` but the train stage has not finished")
     m = Manifest.read(path)
-    return {
-        name: out["path"] for name, out in m.outputs.items() if out.get("kind") == "model" and name != "final"
-    }
+    return {phase: m.outputs[phase]["path"] for phase in m.config["phases"]}
 
 
 def resolve_models(cfg: DictConfig, paths: Paths) -> dict[str, DictConfig]:

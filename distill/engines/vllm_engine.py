@@ -36,6 +36,10 @@ class VLLMEngine:
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        chunked = cfg.enable_chunked_prefill if cfg.enable_chunked_prefill is not None else not _on_cpu()
+        if not chunked:
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(8192, cfg.max_model_len or 0)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         if model.chat_template:
