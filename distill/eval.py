@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from distill.config import DEFAULT_PROMPT, EngineConfig, ModelRef, SamplingConfig
-from distill.generate import Sampler, model_fingerprint
+from distill.generate import Sampler
 from distill.io import atomic_write_json, write_rows
-from distill.manifest import Manifest, config_key, finished
+from distill.manifest import Manifest, config_key, finished, model_fingerprint
 from distill.metrics import problem_scores, summarize
 from distill.paths import Paths
 from distill.problems import load_problems, source_fingerprint
@@ -126,16 +126,23 @@ def _sample_and_verify(
     return rows, dict(sampler.stats)
 
 
+def _model_key(
+    model: DictConfig, cfg: DictConfig, paths: Paths, base_keys: list[str]
+) -> tuple[str, dict, dict]:
+    """(key, keyed config, weights fingerprint) of one model's evaluation."""
+    keyed = {
+        "stage": OmegaConf.to_container(cfg.stage, resolve=True),
+        "model": OmegaConf.to_container(model, resolve=True),
+    }
+    fp = model_fingerprint(paths.resolve(model.path), model.name, model.revision)
+    return config_key(keyed, [*base_keys, fp["key"]], {f"stage.{k}" for k in NOT_IN_KEY}), keyed, fp
+
+
 def _eval_model(
     name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, base_keys: list[str]
 ) -> Manifest:
     e = cfg.stage
-    keyed = {
-        "stage": OmegaConf.to_container(e, resolve=True),
-        "model": OmegaConf.to_container(model, resolve=True),
-    }
-    fp = model_fingerprint(paths.resolve(model.path), model.name, model.revision)
-    key = config_key(keyed, [*base_keys, fp["key"]], {f"stage.{k}" for k in NOT_IN_KEY})
+    key, keyed, fp = _model_key(model, cfg, paths, base_keys)
     mdir = paths.stage_dir(STAGE) / name
     if not cfg.force and (m := finished(mdir, key)):
         print(f"[distill] eval {name}: up to date (key {key}), skipping")
@@ -176,6 +183,13 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     src = cfg.data[e.problems]
     src_fp = source_fingerprint(src, paths)
     models = resolve_models(cfg, paths)
+    out_dir = paths.stage_dir(STAGE)
+    key = config_key(
+        {"models": {n: _model_key(m, cfg, paths, [src_fp["key"]])[0] for n, m in models.items()}}, []
+    )
+    if not cfg.force and (done := finished(out_dir, key)):
+        print(f"[distill] eval: up to date (key {key}), skipping")
+        return done
     problems = None
     results, inputs = {}, [src_fp]
     for name, model in models.items():
@@ -190,11 +204,10 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
                 "key": m.key,
             }
         )
-    out_dir = paths.stage_dir(STAGE)
     sampling = OmegaConf.to_container(e.sampling, resolve=True)
     atomic_write_json(out_dir / "metrics.json", {"sampling": sampling, "k": e.sampling.n, "models": results})
     m = Manifest(
-        stage=STAGE, key=config_key({"models": [i["key"] for i in inputs]}, []), config=OmegaConf.to_container(e, resolve=True),
+        stage=STAGE, key=key, config=OmegaConf.to_container(e, resolve=True),
         inputs=inputs, outputs={"metrics": {"path": str(out_dir / "metrics.json"), "rows": len(results)}},
         metrics={name: r["all"] for name, r in results.items()}, timings={"total_s": time.perf_counter() - t0},
     )  # fmt: skip

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.config import DEFAULT_PROMPT, EngineConfig, SamplingConfig
 from distill.engines import Request, make_engine, problem_seed
 from distill.io import AppendLog, read_rows, write_rows
-from distill.manifest import Manifest, config_key, finished
+from distill.manifest import Manifest, config_key, finished, model_fingerprint
 from distill.paths import Paths
 from distill.problems import load_problems, shard_of, source_fingerprint
 from distill.report import progress, summary_table
@@ -61,27 +61,15 @@ NOT_IN_KEY = {
 }
 
 
-def model_fingerprint(path: Path, name: str, revision: str | None) -> dict:
-    """Cheap identity of a teacher: its config and weight-file sizes (hashing 200 GB of weights is not)."""
-    import hashlib
-
-    h = hashlib.sha256(f"{name}|{revision}".encode())
-    if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.suffix in (".json", ".jinja", ".txt", ".model"):
-                h.update(f.name.encode() + f.read_bytes())
-            elif f.suffix in (".safetensors", ".bin", ".pt"):
-                h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return {"name": "teacher", "path": str(path), "sha256": None, "key": h.hexdigest()[:16]}
-
-
 def stage_key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     g = cfg.stage
     src = cfg.data[g.problems]
     inputs = [source_fingerprint(src, paths)]
     if g.engine.backend != "openai":
         inputs.append(
-            model_fingerprint(paths.resolve(cfg.teacher.path), cfg.teacher.name, cfg.teacher.revision)
+            model_fingerprint(
+                paths.resolve(cfg.teacher.path), cfg.teacher.name, cfg.teacher.revision, "teacher"
+            )
         )
     keyed = {
         "stage": OmegaConf.to_container(g, resolve=True),

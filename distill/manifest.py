@@ -107,3 +107,20 @@ def versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
     return out
+
+
+def model_fingerprint(path: Path, name: str, revision: str | None = None, label: str = "model") -> dict:
+    """Identity of a model: its config and weights. Weights are hashed up to 1 GiB in all (a retrained
+    checkpoint has the same file sizes); beyond that, names, sizes and mtimes stand in for the bytes."""
+    h = hashlib.sha256(f"{name}|{revision}".encode())
+    if path.is_dir():
+        files = sorted(path.iterdir())
+        weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt")]
+        small = sum(f.stat().st_size for f in weights) <= 1 << 30
+        for f in files:
+            if f.suffix in (".json", ".jinja", ".txt", ".model") or (small and f in weights):
+                h.update(f.name.encode() + f.read_bytes())
+            elif f in weights:
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return {"name": label, "path": str(path), "sha256": None, "key": h.hexdigest()[:16]}

@@ -11,7 +11,6 @@ The driver (Hydra) writes each phase's resolved plan to `<phase>/plan.json` and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -32,7 +31,7 @@ from distill.launch import (
     log_tail,
     run_ranks,
 )
-from distill.manifest import Manifest, config_key, finished
+from distill.manifest import Manifest, config_key, finished, model_fingerprint
 from distill.paths import Paths
 from distill.report import summary_table
 
@@ -112,18 +111,6 @@ HPARAMS = (
     "packing packing_strategy seed bf16 model_dtype attn_implementation use_liger_kernel gradient_checkpointing "
     "logging_steps save_steps save_total_limit progress"
 ).split()
-
-
-def model_fingerprint(path: Path, name: str) -> dict:
-    """Cheap identity of the initial student: config/tokenizer bytes and weight-file sizes."""
-    h = hashlib.sha256(name.encode())
-    if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.suffix in (".json", ".jinja", ".txt", ".model"):
-                h.update(f.name.encode() + f.read_bytes())
-            elif f.suffix in (".safetensors", ".bin"):
-                h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return {"name": "student", "path": str(path), "sha256": None, "key": h.hexdigest()[:16]}
 
 
 def use_cpu(device: str) -> bool:
@@ -286,7 +273,9 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         raise ValueError("train.phases is empty: name at least one curate output to train on")
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
-    student = model_fingerprint(paths.resolve(cfg.student.path), cfg.student.name)
+    student = model_fingerprint(
+        paths.resolve(cfg.student.path), cfg.student.name, cfg.student.revision, "student"
+    )
     phases: list[Manifest] = []
     for phase in g.phases:
         phases.append(run_phase(cfg, paths, phase, phases[-1] if phases else None, [student]))
