@@ -72,6 +72,7 @@ class VerifyConfig:
     parse_timeout_s: int = 5
     verify_timeout_s: int = 5
     keep_unverified: bool = False  # `null` verdicts are dropped as `unverified`, never counted as wrong
+    keep_wrong: bool = False  # the "unverified data" ablation: train on the teacher's wrong answers too
     pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
@@ -261,7 +262,7 @@ def _assign(rows: list[dict], c: DictConfig, prob: dict[str, dict]) -> None:
                 "unverified",
                 "no verdict (reference or answer unparseable)",
             )
-        elif r["reject_reason"] is None and r["verdict"] is False:
+        elif r["reject_reason"] is None and r["verdict"] is False and not c.verify.keep_wrong:
             r["reject_reason"], r["reject_detail"] = (
                 "wrong",
                 f"{r['extracted_answer']} vs {r['reference_used']}",

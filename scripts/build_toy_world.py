@@ -485,7 +485,10 @@ def accuracy_report(rows: list[dict], samples: list[list[str]]) -> dict:
     flat = [s for ss in samples for s in ss]
     report["well_formed_rate"] = round(sum(map(well_formed, flat)) / len(flat), 4)
     report["pass_at_4_overall"] = round(
-        sum(any(is_correct(extract_boxed(s), r["answer"]) for s in ss) for r, ss in zip(rows, samples, strict=False))
+        sum(
+            any(is_correct(extract_boxed(s), r["answer"]) for s in ss)
+            for r, ss in zip(rows, samples, strict=False)
+        )
         / len(rows),
         4,
     )
