@@ -50,6 +50,7 @@ Config = GenerateConfig
 NOT_IN_KEY = {
     "progress",
     "shard",
+    "workers",
     "chunk_problems",
     "engine.concurrency",
     "engine.hf_threads",
