@@ -30,7 +30,15 @@ def raw_vllm(problems: list[dict], n: int, max_tokens: int) -> tuple[float, int]
     from distill.config import DEFAULT_PROMPT
     from distill.engines import problem_seed
 
-    llm = LLM(model=str(REPO / "data/toy/teacher"), dtype="float32", max_model_len=512, seed=0)
+    # Same engine settings as the stage on CPU (chunked prefill off: vLLM 0.32 seeded-sampling bug).
+    llm = LLM(
+        model=str(REPO / "data/toy/teacher"),
+        dtype="float32",
+        max_model_len=512,
+        seed=0,
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=8192,
+    )
     tok = llm.get_tokenizer()
     prompts = [render(tok, messages_for(p["problem"], DEFAULT_PROMPT)) for p in problems]
     params = [
