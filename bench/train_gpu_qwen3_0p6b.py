@@ -60,7 +60,7 @@ def build_model_dir(out: Path, tokenizer_dir: Path) -> int:
         **QWEN3_0P6B, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None
     )
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
@@ -83,17 +83,17 @@ def plan_for(model_dir: Path, train: Path, out: Path, a: argparse.Namespace) -> 
     import importlib.util
 
     fa2 = importlib.util.find_spec("flash_attn") is not None
-    liger = importlib.util.find_spec("liger_kernel") is not None
-    attn = "flash_attention_2" if fa2 else "sdpa"
+    liger = importlib.util.find_spec("liger_kernel") is not None and not a.no_liger and not a.smoke
+    attn = a.attn or ("flash_attention_2" if fa2 else "varlen_sdpa")
     print(f"attention={attn} liger={liger}", flush=True)
     return {
         "phase": "bench", "init_model": str(model_dir), "train_file": str(train), "val_file": None,
-        "output_dir": str(out), "world_size": 1, "deepspeed_config": None, "use_cpu": False,
+        "output_dir": str(out), "world_size": 1, "deepspeed_config": None, "use_cpu": a.smoke,
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "wandb": {"enabled": False, "name": "bench"},
         "hparams": {
             "epochs": 1, "lr": 3e-4, "min_lr_rate": 0.1, "warmup_ratio": 0.03, "weight_decay": 0.0,
             "max_grad_norm": 1.0, "per_device_batch_size": 1, "grad_accum": 1, "max_length": a.seq,
-            "packing": True, "packing_strategy": "bfd", "seed": 0, "bf16": True, "model_dtype": "float32",
+            "packing": True, "packing_strategy": "bfd", "seed": 0, "bf16": not a.smoke, "model_dtype": a.model_dtype,
             "attn_implementation": attn, "use_liger_kernel": liger, "gradient_checkpointing": a.grad_ckpt,
             "logging_steps": 10, "save_steps": 10**9, "save_total_limit": 1, "progress": False,
         },
@@ -108,24 +108,52 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the timing")
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--tokenizer", default=str(REPO / "data" / "toy" / "student"))
+    ap.add_argument("--attn", default=None, help="default: flash_attention_2 if installed, else varlen_sdpa")
+    ap.add_argument("--no-liger", action="store_true")
+    ap.add_argument("--model-dtype", default="float32", help="weights' dtype (bf16 autocast either way)")
+    ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 steps")
+    ap.add_argument("--smoke", action="store_true", help="2 layers on CPU: checks the script, not the GPU")
     a = ap.parse_args()
+    if a.smoke:
+        QWEN3_0P6B.update(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=32, vocab_size=512)  # fmt: skip
     import torch
     from transformers import TrainerCallback
 
     from distill.train_worker import build_trainer, init_distributed
 
-    assert torch.cuda.is_available(), "this benchmark needs a GPU"
-    gpu = torch.cuda.get_device_name()
+    assert a.smoke or torch.cuda.is_available(), "this benchmark needs a GPU (or --smoke)"
+    gpu = torch.cuda.get_device_name() if not a.smoke else "cpu-smoke"
+    if a.smoke:  # the CUDA calls below become no-ops
+        torch.cuda.synchronize = lambda: None
+        torch.cuda.empty_cache = lambda: None
+        torch.cuda.max_memory_allocated = lambda: 0
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), 989.0) * 1e12
     t_start = time.perf_counter()
 
     class Timer(TrainerCallback):
+        """Step marks; with --profile, a kernel table over 3 steps after warm-up (where the time goes)."""
+
         def __init__(self) -> None:
             self.marks: list[float] = []
+            self.prof = None
+
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+            if a.profile and state.global_step == a.warmup_steps:
+                acts = [torch.profiler.ProfilerActivity.CPU] + (
+                    [] if a.smoke else [torch.profiler.ProfilerActivity.CUDA]
+                )
+                self.prof = torch.profiler.profile(activities=acts)
+                self.prof.__enter__()
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
             torch.cuda.synchronize()
             self.marks.append(time.perf_counter())
+            if self.prof is not None and state.global_step == a.warmup_steps + 3:
+                self.prof.__exit__(None, None, None)
+                key = "self_cpu_time_total" if a.smoke else "self_device_time_total"
+                print(self.prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+                self.prof = None
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

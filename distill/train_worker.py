@@ -62,15 +62,29 @@ def varlen_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: A
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     bounds = cu.tolist()
     gqa = query.shape[1] != key.shape[1]
-    outs = [
-        F.scaled_dot_product_attention(
-            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=kwargs.get("scaling"),
-            enable_gqa=gqa,
-        )
-        for s, e in zip(bounds[:-1], bounds[1:], strict=True)
-        if e > s
-    ]  # fmt: skip
+    with _sdpa_backends(query.device.type):
+        outs = [
+            F.scaled_dot_product_attention(
+                query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=kwargs.get("scaling"),
+                enable_gqa=gqa,
+            )
+            for s, e in zip(bounds[:-1], bounds[1:], strict=True)
+            if e > s
+        ]  # fmt: skip
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _sdpa_backends(device_type: str) -> Any:
+    """On GPU, flash first: cuDNN's SDPA builds a plan per new sequence length, and packed documents all
+    differ in length, so it spent ~2.5 ms of CPU per call (measured on an H200: 7x the GPU time)."""
+    import contextlib
+
+    if device_type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
 
 
 def register_varlen_sdpa() -> None:
