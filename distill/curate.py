@@ -26,6 +26,7 @@ from distill.problems import source_fingerprint
 from distill.report import progress, summary_table
 from distill.schemas import REJECTED, TRAIN_PAIR
 from distill.traces import input_record, load_samples
+from distill.tracking import log_stage_outputs
 from distill.verify import Timeouts, Verifier
 
 log = logging.getLogger(__name__)
@@ -364,6 +365,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     )
     timings = {"verify_s": stats["verify_s"], "total_s": time.perf_counter() - t_start}
     m = _write(out_dir, rows, phases, fun, inputs, key, cfg, timings)
+    files = {n: o["path"] for n, o in m.outputs.items() if n in phases or n in ("rejected", "funnel")}
+    log_stage_outputs(cfg, paths, m, "dataset", files)
     summary_table("curate funnel", _table(fun) | timings)
     return m
 

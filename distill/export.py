@@ -22,6 +22,7 @@ from distill.io import atomic_write_json, atomic_write_text, sha256_file
 from distill.manifest import Manifest, config_key, finished
 from distill.paths import Paths
 from distill.router import Price, policy_costs, routing_table
+from distill.tracking import log_stage_outputs
 
 STAGE = "export"
 MODEL_FILES = (
@@ -193,5 +194,6 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         timings={"total_s": time.perf_counter() - t0},
     )  # fmt: skip
     m.write(out)
+    log_stage_outputs(cfg, paths, m, "model", {"bundle": bundle, "router.yaml": out / "router.yaml"})
     print(f"[distill] export: bundle at {bundle}\n[distill] serve with: {spec['command']}")
     return m

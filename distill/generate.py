@@ -25,6 +25,7 @@ from distill.paths import Paths
 from distill.problems import load_problems, shard_of, source_fingerprint
 from distill.report import progress, summary_table
 from distill.schemas import SAMPLE, RowError
+from distill.tracking import log_stage_outputs
 
 log = logging.getLogger(__name__)
 STAGE = "generate"
@@ -309,5 +310,6 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         },
     )
     m.write(out_dir)
+    log_stage_outputs(cfg, paths, m, "dataset", {"samples.jsonl": out_dir / "samples.jsonl"})
     summary_table("generate", m.metrics | m.timings)
     return m

@@ -247,6 +247,7 @@ def run_phase(
     _reset_if_stale(out, key, bool(cfg.force))
     init = prev.outputs["model"]["path"] if prev else str(paths.resolve(cfg.student.path))
     plan = phase_plan(cfg, phase, key, init, io, out)
+    plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.tracking.log_artifact)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "plan.json", plan)
     t0 = time.perf_counter()
@@ -257,7 +258,7 @@ def run_phase(
     m = Manifest(
         stage=STAGE,
         key=key,
-        config={"phase": phase, **{k: v for k, v in plan.items() if k not in ("wandb", "key")}},
+        config={"phase": phase, **{k: v for k, v in plan.items() if k not in ("wandb", "key", "lineage")}},
         inputs=phase_inputs,
         outputs={"model": {"path": str(final)}, "log": {"path": str(out / "train_log.json")}},
         metrics={k: v for k, v in result.items() if k != "log_history"},

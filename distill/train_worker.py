@@ -364,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         summary["eval"] = metrics
         (out / "train_log.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if run is not None:
+        from distill.tracking import log_artifact
+
+        run_dir = Path(plan["wandb"]["dir"])
+        name = f"{plan['run_name']}-{plan['phase']}"
+        log_artifact(
+            run, run_dir, name, "model", plan["key"], {"final": out / "final"}, plan.get("lineage", [])
+        )
         run.finish()
     mark(state, "done")
     state.wait_for_everyone()

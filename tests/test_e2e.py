@@ -129,3 +129,34 @@ def test_curated_toy_world_has_two_nonempty_phases(toy_run):
                 for r in map(json.loads, (run / "curate" / f"{p}.jsonl").read_text().splitlines())})  # fmt: skip
     rejected = len((run / "curate" / "rejected.jsonl").read_text().splitlines())
     assert kept + rejected == gen_rows  # every generated sample ends up kept or rejected, once
+
+
+def test_wandb_group_and_artifact_lineage(toy_run):
+    """Every producing stage logged its outputs as an artifact (offline), each naming its inputs' keys."""
+    run, _, _ = toy_run
+    reg = json.loads((run / "wandb" / "artifacts.json").read_text())
+    keys = {
+        s: json.loads((run / s / "manifest.json").read_text())["key"]
+        for s in ("generate", "curate", "export")
+    }
+    phases = {
+        p: json.loads((run / "train" / p / "manifest.json").read_text())["key"] for p in ("phase1", "phase2")
+    }
+    assert reg == {
+        keys["generate"]: "toy-generate",
+        keys["curate"]: "toy-curate",
+        phases["phase1"]: "toy-phase1",
+        phases["phase2"]: "toy-phase2",
+        keys["export"]: "toy-export",
+    }
+    logs = {p: p.read_bytes() for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
+
+    def log_of(artifact: str, key: str) -> bytes:
+        found = [b for b in logs.values() if artifact.encode() in b and f"key-{key}".encode() in b]
+        assert len(found) == 1, f"{artifact} (key {key}) logged {len(found)} times"
+        return found[0]
+
+    # Lineage: curate's artifact names generate's key as an input, phase 2's names phase 1's.
+    assert keys["generate"].encode() in log_of("toy-curate", keys["curate"])
+    assert phases["phase1"].encode() in log_of("toy-phase2", phases["phase2"])
+    assert not any(keys["generate"].encode() in b for b in logs.values() if b"toy-phase1" in b)
