@@ -20,9 +20,9 @@ from distill.dedup import dedup_problems, group_by, select_samples
 from distill.filters import row_filters
 from distill.io import atomic_write_json, write_rows
 from distill.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
-from distill.manifest import Manifest, config_key, finished
+from distill.manifest import Manifest, config_key, up_to_date
 from distill.paths import Paths
-from distill.problems import source_fingerprint
+from distill.problems import data_source, source_fingerprint
 from distill.report import progress, summary_table
 from distill.schemas import REJECTED, TRAIN_PAIR
 from distill.traces import input_record, load_samples
@@ -155,11 +155,7 @@ def eval_sources(cfg: DictConfig) -> dict[str, ProblemSource]:
         return {}
     out = {}
     for k in d.data_sets:
-        if k not in cfg.data:
-            raise KeyError(
-                f"curate.decontam.data_sets: {k!r} is not a key of `data` (have: {', '.join(cfg.data)})"
-            )
-        out[k] = OmegaConf.to_object(cfg.data[k])
+        out[k] = OmegaConf.to_object(data_source(cfg, k, "curate.decontam.data_sets"))
     for e in d.eval_sets:
         src = OmegaConf.to_container(e, resolve=True)
         name = src.pop("name")
@@ -326,8 +322,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
     key, inputs = stage_key(cfg, paths)
-    if not cfg.force and (m := finished(out_dir, key)):
-        print(f"[distill] curate: up to date (key {key}), skipping")
+    if m := up_to_date(out_dir, key, cfg.force, "curate"):
         return m
     rows = load_samples(
         inputs[0],

@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from distill.config import DEFAULT_PROMPT, EngineConfig, ModelRef, SamplingConfig
 from distill.generate import Sampler
 from distill.io import atomic_write_json, write_rows
-from distill.manifest import Manifest, config_key, finished, model_fingerprint
+from distill.manifest import Manifest, config_key, model_fingerprint, up_to_date
 from distill.metrics import problem_scores, summarize
 from distill.paths import Paths
-from distill.problems import load_problems, source_fingerprint
+from distill.problems import data_source, load_problems, source_fingerprint
 from distill.report import progress
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ def _eval_model(
     e = cfg.stage
     key, keyed, fp = _model_key(model, cfg, paths, base_keys)
     mdir = paths.stage_dir(STAGE) / name
-    if not cfg.force and (m := finished(mdir, key)):
-        print(f"[distill] eval {name}: up to date (key {key}), skipping")
+    if m := up_to_date(mdir, key, cfg.force, f"eval {name}"):
         return m
     t0 = time.perf_counter()
     rows, stats = _sample_and_verify(model, problems, e, paths)
@@ -177,18 +176,15 @@ def _print_table(results: dict[str, dict]) -> None:
 
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
     e = cfg.stage
-    if e.problems not in cfg.data:
-        raise KeyError(f"eval.problems={e.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})")
+    src = data_source(cfg, e.problems, "eval.problems")
     t0 = time.perf_counter()
-    src = cfg.data[e.problems]
     src_fp = source_fingerprint(src, paths)
     models = resolve_models(cfg, paths)
     out_dir = paths.stage_dir(STAGE)
     key = config_key(
         {"models": {n: _model_key(m, cfg, paths, [src_fp["key"]])[0] for n, m in models.items()}}, []
     )
-    if not cfg.force and (done := finished(out_dir, key)):
-        print(f"[distill] eval: up to date (key {key}), skipping")
+    if done := up_to_date(out_dir, key, cfg.force, "eval"):
         return done
     problems = None
     results, inputs = {}, [src_fp]

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from distill.io import atomic_write_json, atomic_write_text, sha256_file
-from distill.manifest import Manifest, config_key, finished
+from distill.manifest import Manifest, config_key, up_to_date
 from distill.paths import Paths
 from distill.router import Price, policy_costs, routing_table
 from distill.tracking import log_stage_outputs
@@ -157,8 +157,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     out = paths.stage_dir(STAGE)
     keyed = {"stage": OmegaConf.to_container(x, resolve=True), "run": cfg.run.name}
     key = config_key(keyed, [train.key, ev.key])
-    if not cfg.force and (m := finished(out, key)):
-        print(f"[distill] export: up to date (key {key}), skipping")
+    if m := up_to_date(out, key, cfg.force, "export"):
         return m
     src = Path(train.outputs[x.model]["path"])
     student = x.eval_name or (Path(src).parent.name if x.model == "model" else x.model)

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from distill.config import DEFAULT_PROMPT, EngineConfig, SamplingConfig
 from distill.engines import Request, make_engine, problem_seed
 from distill.io import AppendLog, read_rows, write_rows
-from distill.manifest import Manifest, config_key, finished, model_fingerprint
+from distill.manifest import Manifest, config_key, finished, model_fingerprint, up_to_date
 from distill.paths import Paths
-from distill.problems import load_problems, shard_of, source_fingerprint
+from distill.problems import data_source, load_problems, shard_of, source_fingerprint
 from distill.report import progress, summary_table
 from distill.schemas import SAMPLE, RowError
 from distill.tracking import log_stage_outputs
@@ -263,18 +263,13 @@ def _metrics(rows: list[dict], stats: dict) -> dict:
 
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
     g = cfg.stage
-    if g.problems not in cfg.data:
-        raise KeyError(
-            f"generate.problems={g.problems!r} is not a key of `data` (have: {', '.join(cfg.data)})"
-        )
+    src = data_source(cfg, g.problems, "generate.problems")
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
     key, inputs = stage_key(cfg, paths)
-    if not cfg.force and (m := finished(out_dir, key)):
-        log.info("generate: up to date (key %s), skipping", key)
-        print(f"[distill] generate: up to date (key {key}), skipping")
+    if m := up_to_date(out_dir, key, cfg.force, "generate"):
         return m
-    problems = load_problems(cfg.data[g.problems], paths)
+    problems = load_problems(src, paths)
     parts = out_dir / "parts" / key
     if cfg.force:
         _clear(parts, g.shard, g.num_shards)

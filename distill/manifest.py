@@ -87,6 +87,15 @@ def finished(directory: str | Path, key: str, name: str = MANIFEST) -> Manifest 
     return m if m.key == key else None
 
 
+def up_to_date(directory: str | Path, key: str, force: bool, label: str) -> Manifest | None:
+    """The finished manifest a stage (or phase, or eval model) can reuse, announced in one line; None when it
+    must run: no manifest, another key, or `force=true`."""
+    m = None if force else finished(directory, key)
+    if m is not None:
+        print(f"[distill] {label}: up to date (key {key}), skipping")
+    return m
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from distill.config import ProblemSource
 from distill.io import read_rows, sha256_file
@@ -88,3 +89,10 @@ def shard_of(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
             f"stage.shard={shard} is outside 0..{num_shards - 1} (stage.num_shards={num_shards})"
         )
     return rows[shard::num_shards]
+
+
+def data_source(cfg: Any, name: str, what: str) -> Any:
+    """`cfg.data[name]`, or an error that names the config key that asked for it and the valid names."""
+    if name not in cfg.data:
+        raise KeyError(f"{what}: {name!r} is not a key of `data` (have: {', '.join(cfg.data)})")
+    return cfg.data[name]

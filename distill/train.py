@@ -31,7 +31,7 @@ from distill.launch import (
     log_tail,
     run_ranks,
 )
-from distill.manifest import Manifest, config_key, finished, model_fingerprint
+from distill.manifest import Manifest, config_key, model_fingerprint, up_to_date
 from distill.paths import Paths
 from distill.report import summary_table
 
@@ -241,8 +241,7 @@ def run_phase(
     }
     exclude = {f"stage.{k}" for k in NOT_IN_KEY} | {f"hparams.{k}" for k in NOT_IN_KEY}
     key = config_key(keyed, [i["key"] for i in phase_inputs], exclude)
-    if not cfg.force and (m := finished(out, key)):
-        print(f"[distill] train {phase}: up to date (key {key}), skipping")
+    if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
     _reset_if_stale(out, key, bool(cfg.force))
     init = prev.outputs["model"]["path"] if prev else str(paths.resolve(cfg.student.path))
@@ -281,8 +280,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     for phase in g.phases:
         phases.append(run_phase(cfg, paths, phase, phases[-1] if phases else None, [student]))
     key = config_key({"phases": list(g.phases)}, [m.key for m in phases])
-    if not cfg.force and (m := finished(out_dir, key)):
-        print(f"[distill] train: up to date (key {key}), skipping")
+    if m := up_to_date(out_dir, key, cfg.force, "train"):
         return m
     last = phases[-1]
     m = Manifest(

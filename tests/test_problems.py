@@ -76,3 +76,16 @@ def test_shards_partition_the_problems():
     assert sorted(r["problem_id"] for s in shards for r in s) == sorted(r["problem_id"] for r in rows)
     with pytest.raises(ValueError, match="stage.shard=3"):
         shard_of(rows, 3, 3)
+
+
+def test_unknown_data_key_names_the_config_key_and_the_valid_names():
+    from omegaconf import OmegaConf
+
+    from distill.problems import data_source
+
+    cfg = OmegaConf.create({"data": {"train": {"path": "a.jsonl"}, "heldout": {"path": "b.jsonl"}}})
+    assert data_source(cfg, "train", "generate.problems").path == "a.jsonl"
+    with pytest.raises(
+        KeyError, match=r"eval\.problems: 'test' is not a key of `data` \(have: train, heldout\)"
+    ):
+        data_source(cfg, "test", "eval.problems")
