@@ -82,6 +82,7 @@ def start_vllm_server(args: list[str], port: int, timeout: float = 240) -> Itera
         "-m",
         "vllm.entrypoints.openai.api_server",
         *args,
+        "--enforce-eager",  # CPU: torch.compile doubles start-up for no decode speed-up (distill.config)
         "--host",
         "127.0.0.1",
         "--port",

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from distill.chat import render
 from distill.config import EngineConfig, ModelRef, SamplingConfig
 from distill.engines.base import Completion, Request, local_model_path, local_tokenizer_path
 from distill.paths import Paths
+
+_MP = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    saved = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 def _on_cpu() -> bool:
@@ -18,8 +35,10 @@ def _on_cpu() -> bool:
 
 class VLLMEngine:
     def __init__(self, cfg: EngineConfig, model: ModelRef, paths: Paths):
-        if _on_cpu():  # the CPU backend sizes its KV cache from this, not from gpu_memory_utilization
+        cpu = _on_cpu()
+        if cpu:  # the CPU backend sizes its KV cache from this, not from gpu_memory_utilization
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        in_process = cfg.in_process if cfg.in_process is not None else cpu and cfg.tensor_parallel_size == 1
         from vllm import LLM
 
         kwargs = dict(
@@ -29,18 +48,22 @@ class VLLMEngine:
             dtype=cfg.dtype,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
-            enforce_eager=cfg.enforce_eager,
+            enforce_eager=cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
             enable_prefix_caching=cfg.enable_prefix_caching,
             trust_remote_code=model.trust_remote_code,
             seed=0,
         )
+        if in_process:
+            kwargs["distributed_executor_backend"] = "uni"
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
-        chunked = cfg.enable_chunked_prefill if cfg.enable_chunked_prefill is not None else not _on_cpu()
+        chunked = cfg.enable_chunked_prefill if cfg.enable_chunked_prefill is not None else not cpu
         if not chunked:
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(8192, cfg.max_model_len or 0)
-        self.llm = LLM(**kwargs)
+        # vLLM reads this when the engine is built; it is put back after, for any later engine.
+        with _env(_MP, "0") if in_process else contextlib.nullcontext():
+            self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
