@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Splits command-line overrides into (the rest, `stage.*` values)."""
+    """Splits command-line overrides into (the rest, `stage.*` values); `stage=` is set by the caller.
+
+    Only the `stage` key itself is split off: `stages.<name>.*` (experiment values given on the command
+    line) stays in the rest, so a pipeline run can change one stage's values without `stage=<name>`.
+    """
+
+    def head(o: str) -> str:
+        return o.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+
     stage_vals = [o for o in overrides if o.lstrip("+~").startswith("stage.")]
-    rest = [o for o in overrides if not o.lstrip("+~").startswith("stage")]
+    rest = [o for o in overrides if head(o) != "stage"]
     return rest, stage_vals
 
 
