@@ -3,6 +3,7 @@
 A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experiment's `stages.<name>` <
 the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
 layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
+With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.slurm).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.manifest import Manifest
 from distill.paths import Paths
+from distill.slurm import submit_pipeline, validate
 from distill.stages import STAGES, stage_runner
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,19 @@ def stage_names(cfg: DictConfig) -> list[str]:
     return names
 
 
-def run_pipeline(cfg: DictConfig, overrides: list[str], base: Path | None = None) -> dict[str, Manifest]:
+def run_pipeline(
+    cfg: DictConfig, overrides: list[str], base: Path | None = None
+) -> dict[str, Manifest] | dict[str, list[str]]:
+    """Runs the stages here (manifests by stage) or, with `cluster.kind=slurm`, submits them (job ids)."""
     names = stage_names(cfg)
     if not cfg.get("stage") and any(o.lstrip("+~").startswith("stage.") for o in overrides):
         raise ValueError(
             "`stage.*` overrides need one stage: add stage=<name> (or set experiment `stages.<name>`)"
         )
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
+    validate(cfg.cluster)
+    if cfg.cluster.kind == "slurm":
+        return submit_pipeline(cfg, names, overrides, paths)
     done: dict[str, Manifest] = {}
     for name in names:
         stage_cfg = resolve_stage(cfg, name, overrides)
