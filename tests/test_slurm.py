@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -196,3 +198,36 @@ def test_requeue_of_running_generate_keeps_every_row_once(slurm, toy, tmp_path):
     keys = [(r["problem_id"], r["sample_idx"]) for r in rows(run / "generate" / "samples.jsonl")]
     assert len(keys) == len(set(keys)) == 32
     assert same(run, one, "generate/samples.jsonl")
+
+
+DIE = """import os, sys, time
+rank = int(os.environ["RANK"])
+print(f"rank {rank} of {os.environ['WORLD_SIZE']} on {os.environ.get('SLURMD_NODENAME')}", flush=True)
+if rank == 1:
+    time.sleep(2)
+    sys.exit(3)
+time.sleep(600)
+"""
+
+
+def test_a_dying_rank_ends_the_multi_node_job(slurm, tmp_path):
+    """Rank 1 exits with 3 while rank 0 (on the other node) would wait for 10 min: the job must fail at once."""
+    (tmp_path / "die_rank.py").write_text(DIE)
+    launch = (
+        "import subprocess, sys; from pathlib import Path; from distill.launch import LaunchSpec; "
+        "from distill.slurm import srun_ranks_command; "
+        "spec = LaunchSpec(num_processes=2, num_machines=2); "
+        f"sys.exit(subprocess.call(srun_ranks_command(spec, 'die_rank', [], Path({str(tmp_path)!r}))))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    log = tmp_path / "job.out"
+    cmd = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--time=5", f"--output={log}"]
+    cmd += [f"--chdir={tmp_path}", f"--wrap={shlex.join([sys.executable, '-c', launch])}"]
+    job = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    t0 = time.monotonic()
+    while job_info(job)[0]["JobState"] in ("PENDING", "RUNNING", "COMPLETING"):
+        assert time.monotonic() - t0 < 120, f"the surviving rank kept the job alive:\n{log.read_text()}"
+        time.sleep(0.5)
+    text = log.read_text()
+    assert job_info(job)[0]["JobState"] == "FAILED", text
+    assert "rank 0 of 2 on n1" in text and "rank 1 of 2 on n2" in text, text
