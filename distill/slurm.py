@@ -238,17 +238,21 @@ def show(job: Job, shown: set[Path]) -> str:
     return text
 
 
-def _submit_stage(cfg: DictConfig, paths: Paths, deps: list[str], shown: set[Path] | None) -> list[Job]:
-    """Writes the stage's resolved config and submits its jobs; with `shown` (a dry run) prints them instead."""
+def _submit_stage(
+    cfg: DictConfig, paths: Paths, deps: list[str], queued: list[str] | None, shown: set[Path]
+) -> list[Job]:
+    """Writes the stage's resolved config and submits its jobs (ids appended to `queued`); `queued=None`
+    (a dry run) prints them instead (scripts not yet in `shown` in full) and writes nothing."""
     jobs = stage_jobs(cfg, paths, deps)
-    if shown is None:
+    if queued is not None:
         atomic_write_text(jobs[0].env["DISTILL_STAGE_CONFIG"], OmegaConf.to_yaml(cfg, resolve=True))
     for job in jobs:
         job.options = [o.replace("<array>", jobs[0].job_id or "<array>") for o in job.options]
-        if shown is None:
-            job.job_id = sbatch(job)
-        else:
+        if queued is None:
             print(show(job, shown))
+        else:
+            job.job_id = sbatch(job)
+            queued.append(job.job_id)
     return jobs
 
 
@@ -260,13 +264,19 @@ def submit_pipeline(
 
     validate(cfg.cluster)
     dry_run = bool(cfg.cluster.dry_run)
+    queued: list[str] | None = None if dry_run else []
     if not dry_run:
         (paths.run_dir / "slurm" / "logs").mkdir(parents=True, exist_ok=True)
     done: dict[str, list[Job]] = {}
-    shown: set[Path] | None = set() if dry_run else None
-    for name in names:
-        deps = [done[n][-1].job_id or f"<{n}>" for n in NEEDS.get(name, ()) if n in done]
-        done[name] = _submit_stage(resolve_stage(cfg, name, overrides), paths, deps, shown)
+    shown: set[Path] = set()
+    try:
+        for name in names:
+            deps = [done[n][-1].job_id or f"<{n}>" for n in NEEDS.get(name, ()) if n in done]
+            done[name] = _submit_stage(resolve_stage(cfg, name, overrides), paths, deps, queued, shown)
+    except BaseException:
+        if queued:  # half a chain must not run: its jobs would work towards a failed submission
+            subprocess.run(["scancel", *queued], capture_output=True)
+        raise
     ids = {name: [j.job_id or "(dry run)" for j in jobs] for name, jobs in done.items()}
     print_table(cfg.run.name, ids, paths, dry_run)
     return ids

@@ -164,3 +164,24 @@ def test_multi_node_launch_needs_an_allocation(tmp_path, monkeypatch):
     assert cmd[:2] == ["srun", "--nodes=2"] and "--kill-on-bad-exit=1" in cmd and "node-launch" in cmd
     assert (tmp_path / "launch.json").exists()
     assert job_port(7, 0) == job_port(7, 0) != job_port(7, 1) and 20000 <= job_port(123456, 3) < 30000
+
+
+def test_failed_submission_cancels_the_jobs_it_queued(tmp_path, monkeypatch):
+    import distill.slurm as slurm
+
+    submitted, cancelled = [], []
+
+    def fake_sbatch(job):
+        if job.stage == "train":
+            raise RuntimeError("sbatch: error: Invalid account")
+        submitted.append(str(100 + len(submitted)))
+        return submitted[-1]
+
+    monkeypatch.setattr(slurm, "sbatch", fake_sbatch)
+    monkeypatch.setattr(slurm.subprocess, "run", lambda cmd, **kw: cancelled.append(cmd))
+    with pytest.raises(RuntimeError, match="Invalid account"):
+        run_distill(["cluster=slurm", f"run.root={tmp_path}", "+stages.generate.num_shards=2"])
+    assert submitted == ["100", "101", "102"]  # generate array + merge, curate
+    assert cancelled == [["scancel", "100", "101", "102"]]
+    written = load_resolved(tmp_path / "toy" / "slurm" / "curate.yaml")  # the resolved config the job reads
+    assert written.stage.name == "curate" and written.cluster.kind == "slurm"
