@@ -25,7 +25,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.io import atomic_write_text
+from distill.launch import LaunchSpec
 from distill.paths import REPO_ROOT, Paths
+from distill.stages import STAGES
 
 KINDS = ("local", "slurm")
 SCRIPTS = REPO_ROOT / "slurm"
@@ -47,7 +49,7 @@ class StageResources:
 
 
 def _default_stages() -> dict[str, StageResources]:
-    return {name: StageResources() for name in ("generate", "curate", "train", "eval", "export")}
+    return {name: StageResources() for name in STAGES}
 
 
 @dataclass
@@ -97,8 +99,6 @@ def _known_keys(node: DictConfig, schema: type, where: str) -> None:
 
 def validate(cluster: DictConfig) -> None:
     """Checks what OmegaConf's types cannot: names and ranges, with the offending key in the message."""
-    from distill.stages import STAGES
-
     _known_keys(cluster, ClusterConfig, "cluster")
     if cluster.kind not in KINDS:
         raise ValueError(f"cluster.kind={cluster.kind!r}: valid kinds are {', '.join(KINDS)}")
@@ -283,6 +283,7 @@ def submit_pipeline(
 
 
 def print_table(run: str, ids: dict[str, list[str]], paths: Paths, dry_run: bool) -> None:
+    """Stage -> job ids: what a user needs for squeue/scancel, and where each job's log will be."""
     what = "would submit (dry run)" if dry_run else "submitted"
     print(f"[distill] run {run}: {what} to Slurm; logs in {paths.run_dir / 'slurm' / 'logs'}")
     print(f"  {'stage':<10} job id")
@@ -290,7 +291,7 @@ def print_table(run: str, ids: dict[str, list[str]], paths: Paths, dry_run: bool
         print(f"  {name:<10} {' '.join(jobs)}" + ("  (array, merge)" if len(jobs) == 2 else ""))
 
 
-def srun_ranks_command(spec: Any, module: str, args: list[str], out: Path) -> list[str]:
+def srun_ranks_command(spec: LaunchSpec, module: str, args: list[str], out: Path) -> list[str]:
     """One `distill.slurm_job node-launch` per node of this allocation, each starting its node's ranks.
 
     `--kill-on-bad-exit`: when one node's launcher fails (a rank died), srun kills the others, so the
@@ -306,12 +307,5 @@ def srun_ranks_command(spec: Any, module: str, args: list[str], out: Path) -> li
     cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
     cmd = ["srun", f"--nodes={spec.num_machines}", f"--ntasks={spec.num_machines}", "--ntasks-per-node=1"]
     cmd += ["--kill-on-bad-exit=1", "--label", *([f"--cpus-per-task={cpus}"] if cpus else [])]
-    return [
-        *cmd,
-        sys.executable,
-        "-m",
-        "distill.slurm_job",
-        "node-launch",
-        "--spec",
-        str(out / "launch.json"),
-    ]
+    launcher = [sys.executable, "-m", "distill.slurm_job", "node-launch", "--spec", str(out / "launch.json")]
+    return cmd + launcher
