@@ -61,6 +61,7 @@ def _job_settings(cfg: DictConfig, paths: Paths, shard: int | None) -> None:
 
 
 def run_stage(config: str | Path, base: str | Path, shard: int | None = None) -> None:
+    """The stage function itself, as the local driver calls it: same code path, same manifests and keys."""
     from distill.stages import stage_runner
 
     cfg = load_resolved(config)
@@ -77,6 +78,7 @@ def job_port(job_id: int, step_id: int) -> int:
 
 
 def node_launch(spec_file: str | Path) -> None:
+    """Execs this node's `accelerate launch`: the values only Slurm knows (node id, hosts) are filled in here."""
     from distill.launch import LaunchSpec, accelerate_command, launch_env
 
     d = json.loads(Path(spec_file).read_text())
