@@ -11,6 +11,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from distill.slurm import ClusterConfig
+
 DEFAULT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 
@@ -110,6 +112,8 @@ class DistillConfig:
     teacher: ModelRef = field(default_factory=ModelRef)
     student: ModelRef = field(default_factory=lambda: ModelRef(name="toy-student", path="data/toy/student"))
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Where stages run: in this process (`cluster=local`) or as Slurm jobs (conf/cluster/, distill.slurm).
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # Per-stage values of the chosen experiment, merged over the stage's own YAML (see distill.pipeline).
     stages: dict[str, Any] = field(default_factory=dict)
     stage: Any = None
@@ -117,10 +121,11 @@ class DistillConfig:
 
 
 def register_configs() -> None:
-    """Registers the root schema and each stage's schema (which lives next to the stage, in its module)."""
+    """Registers the root schema, the cluster schema and each stage's schema (each lives next to its code)."""
     from distill.stages import stage_schemas
 
     cs = ConfigStore.instance()
     cs.store(name="distill_schema", node=DistillConfig)
+    cs.store(group="schema", name="cluster", node=ClusterConfig)
     for name, schema in stage_schemas().items():
         cs.store(group="schema/stage", name=name, node=schema)

@@ -3,6 +3,7 @@
 A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experiment's `stages.<name>` <
 the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
 layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
+With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.slurm).
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.manifest import Manifest
 from distill.paths import Paths
+from distill.slurm import submit_pipeline, validate
 from distill.stages import STAGES, stage_runner
 
 log = logging.getLogger(__name__)
 
 
 def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Splits command-line overrides into (the rest, `stage.*` values)."""
+    """Splits command-line overrides into (the rest, `stage.*` values); `stage=` is set by the caller.
+
+    Only the `stage` key itself is split off: `stages.<name>.*` (experiment values given on the command
+    line) stays in the rest, so a pipeline run can change one stage's values without `stage=<name>`.
+    """
+
+    def head(o: str) -> str:
+        return o.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+
     stage_vals = [o for o in overrides if o.lstrip("+~").startswith("stage.")]
-    rest = [o for o in overrides if not o.lstrip("+~").startswith("stage")]
+    rest = [o for o in overrides if head(o) != "stage"]
     return rest, stage_vals
 
 
@@ -57,13 +67,19 @@ def stage_names(cfg: DictConfig) -> list[str]:
     return names
 
 
-def run_pipeline(cfg: DictConfig, overrides: list[str], base: Path | None = None) -> dict[str, Manifest]:
+def run_pipeline(
+    cfg: DictConfig, overrides: list[str], base: Path | None = None
+) -> dict[str, Manifest] | dict[str, list[str]]:
+    """Runs the stages here (manifests by stage) or, with `cluster.kind=slurm`, submits them (job ids)."""
     names = stage_names(cfg)
     if not cfg.get("stage") and any(o.lstrip("+~").startswith("stage.") for o in overrides):
         raise ValueError(
             "`stage.*` overrides need one stage: add stage=<name> (or set experiment `stages.<name>`)"
         )
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
+    validate(cfg.cluster)
+    if cfg.cluster.kind == "slurm":
+        return submit_pipeline(cfg, names, overrides, paths)
     done: dict[str, Manifest] = {}
     for name in names:
         stage_cfg = resolve_stage(cfg, name, overrides)

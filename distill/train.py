@@ -6,7 +6,8 @@ A finished phase (manifest with a matching key) is skipped; an interrupted one r
 checkpoint; a phase whose key changed (config, data, or an earlier phase) starts over in a clean dir.
 
 The driver (Hydra) writes each phase's resolved plan to `<phase>/plan.json` and starts the ranks with
-`accelerate launch -m distill.train_worker --config plan.json` (see distill.launch).
+`accelerate launch -m distill.train_worker --config plan.json` (see distill.launch). With `num_machines > 1`
+(a multi-node Slurm job, distill.slurm) the same launcher runs once per node under `srun`.
 """
 
 from __future__ import annotations
@@ -212,7 +213,13 @@ def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
     env["WANDB_MODE"] = cfg.wandb.mode if plan["wandb"]["enabled"] else "disabled"
     env["WANDB_DIR"] = plan["wandb"]["dir"]
     (out / "train_log.json").unlink(missing_ok=True)
-    cmd = accelerate_command(spec, WORKER, ["--config", str(out / "plan.json")])
+    args = ["--config", str(out / "plan.json")]
+    if spec.num_machines > 1:
+        from distill.slurm import srun_ranks_command
+
+        cmd = srun_ranks_command(spec, WORKER, args, out)
+    else:
+        cmd = accelerate_command(spec, WORKER, args)
     rc = run_ranks(cmd, env, out / "ranks.log")
     if rc != 0:
         raise RuntimeError(
