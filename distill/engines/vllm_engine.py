@@ -33,37 +33,48 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available() and not getattr(torch.version, "hip", None)
 
 
+def llm_kwargs(cfg: EngineConfig, model: ModelRef, paths: Paths) -> tuple[dict, bool]:
+    """(`vllm.LLM` keyword arguments, in-process?) for a config: the one place engine settings are made,
+    so the overhead benchmark's raw `LLM` runs with exactly the stage's settings."""
+    cpu = _on_cpu()
+    in_process = cfg.in_process if cfg.in_process is not None else cpu and cfg.tensor_parallel_size == 1
+    kwargs = dict(
+        model=local_model_path(model, paths),
+        tokenizer=local_tokenizer_path(model, paths),
+        revision=model.revision,
+        dtype=cfg.dtype,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        enforce_eager=cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        trust_remote_code=model.trust_remote_code,
+        seed=0,
+    )
+    if in_process:
+        kwargs["distributed_executor_backend"] = "uni"
+    if cfg.max_model_len:
+        kwargs["max_model_len"] = cfg.max_model_len
+    chunked = cfg.enable_chunked_prefill if cfg.enable_chunked_prefill is not None else not cpu
+    if not chunked:
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(8192, cfg.max_model_len or 0)
+    return kwargs, in_process
+
+
+def build_llm(cfg: EngineConfig, model: ModelRef, paths: Paths):  # noqa: ANN201 (vllm.LLM, imported late)
+    if _on_cpu():  # the CPU backend sizes its KV cache from this, not from gpu_memory_utilization
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+    from vllm import LLM
+
+    kwargs, in_process = llm_kwargs(cfg, model, paths)
+    # vLLM reads this when the engine is built; it is put back after, for any later engine.
+    with _env(_MP, "0") if in_process else contextlib.nullcontext():
+        return LLM(**kwargs)
+
+
 class VLLMEngine:
     def __init__(self, cfg: EngineConfig, model: ModelRef, paths: Paths):
-        cpu = _on_cpu()
-        if cpu:  # the CPU backend sizes its KV cache from this, not from gpu_memory_utilization
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
-        in_process = cfg.in_process if cfg.in_process is not None else cpu and cfg.tensor_parallel_size == 1
-        from vllm import LLM
-
-        kwargs = dict(
-            model=local_model_path(model, paths),
-            tokenizer=local_tokenizer_path(model, paths),
-            revision=model.revision,
-            dtype=cfg.dtype,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            enforce_eager=cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
-            enable_prefix_caching=cfg.enable_prefix_caching,
-            trust_remote_code=model.trust_remote_code,
-            seed=0,
-        )
-        if in_process:
-            kwargs["distributed_executor_backend"] = "uni"
-        if cfg.max_model_len:
-            kwargs["max_model_len"] = cfg.max_model_len
-        chunked = cfg.enable_chunked_prefill if cfg.enable_chunked_prefill is not None else not cpu
-        if not chunked:
-            kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(8192, cfg.max_model_len or 0)
-        # vLLM reads this when the engine is built; it is put back after, for any later engine.
-        with _env(_MP, "0") if in_process else contextlib.nullcontext():
-            self.llm = LLM(**kwargs)
+        self.llm = build_llm(cfg, model, paths)
         self.tokenizer = self.llm.get_tokenizer()
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
