@@ -94,6 +94,20 @@ class EngineConfig:
 
 
 @dataclass
+class SamplerConfig:
+    """What generate and eval share: both sample through `distill.generate.Sampler`, so a model is sampled
+    the same way whether it is the teacher writing traces or a model under test."""
+
+    problems: str = "train"  # a key of `data`
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    chunk_problems: int = 256
+    progress: bool = True
+
+
+@dataclass
 class WandbConfig:
     """One W&B group per run (group = run name), one W&B run per job (a train phase, eval, export)."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import DEFAULT_PROMPT, EngineConfig, ModelRef, SamplingConfig
+from distill.config import ModelRef, SamplerConfig
 from distill.generate import Sampler
 from distill.io import atomic_write_json, write_rows
 from distill.manifest import Manifest, config_key, model_fingerprint, up_to_date
@@ -28,20 +28,15 @@ STAGE = "eval"
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SamplerConfig):
     name: str = "eval"
     problems: str = "heldout"  # a key of `data`
     # `teacher`, `student` (initial weights), and `train` (every phase the train stage finished)
     models: list[str] = field(default_factory=lambda: ["teacher", "student", "train"])
-    prompt_template: str = DEFAULT_PROMPT
-    system_prompt: str | None = None
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     answer_methods: list[str] = field(default_factory=lambda: ["boxed"])
     category_field: str = "category"  # a key of each problem's meta; missing: "all"
     num_workers: int | None = None
     chunk_problems: int = 512
-    progress: bool = True
 
 
 Config = EvalConfig

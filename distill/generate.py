@@ -12,12 +12,12 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import DEFAULT_PROMPT, EngineConfig, SamplingConfig
+from distill.config import SamplerConfig
 from distill.engines import Request, make_engine, problem_seed
 from distill.io import AppendLog, read_rows, write_rows
 from distill.manifest import Manifest, config_key, finished, model_fingerprint, up_to_date
@@ -32,18 +32,11 @@ STAGE = "generate"
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(SamplerConfig):
     name: str = "generate"
-    problems: str = "train"  # a key of `data`
-    prompt_template: str = DEFAULT_PROMPT
-    system_prompt: str | None = None
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     shard: int | None = None
     num_shards: int = 1
     workers: int = 1  # shards generated at once on this node, each its own engine on its own GPUs
-    chunk_problems: int = 256
-    progress: bool = True
 
 
 Config = GenerateConfig

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import random
+import subprocess
+import sys
 
 import pytest
 from sympy import srepr
@@ -102,3 +105,33 @@ def test_fast_path_identical_to_plain_math_verify_on_a_generated_set():
     assert fast == plain
     assert {True, False, None} <= set(plain)
     assert v.distinct_pairs < len(pairs) / 3
+
+
+TWO_STAGE_CHECK = """
+import json, logging, sys, sympy
+sys.path.insert(0, "bench")
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+from curate_verify import JUNK, make_pairs
+from math_verify import parser
+from distill import verify as V
+
+texts = sorted({t for r, p in make_pairs(4000, 16, seed=11) for t in (r, p) if t} | set(JUNK) | set(V.WARM_LATEX))
+def parse_all():
+    parser.parse_latex_cached.cache_clear()
+    return [[sympy.srepr(x) if not isinstance(x, str) else x for x in V.mv_parse(t)] for t in texts]
+plain = parse_all()
+V._two_stage_latex_parser()
+from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+active = getattr(_Latex2Sympy.create_parser, "_distill_two_stage", False)
+print(json.dumps({"n": len(texts), "same": parse_all() == plain, "active": active}))
+"""
+
+
+def test_two_stage_antlr_parse_gives_plain_ll_results():
+    """SLL-then-LL parsing must not change one parse: checked in a fresh process (the patch is global)."""
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_STAGE_CHECK], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["active"] and res["n"] > 500 and res["same"]
