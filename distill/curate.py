@@ -169,8 +169,7 @@ def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher:
     v = c.verify
     verifier = Verifier(v.num_workers, Timeouts(v.parse_timeout_s, v.verify_timeout_s), v.start_method)
     t0 = time.perf_counter()
-    with progress(len(rows), "curate: verify", enabled=c.progress) as bar:
-        bar.unit = "sample"
+    with progress(len(rows), "curate: verify", enabled=c.progress, unit="sample") as bar:
         verdicts = verifier.verdicts([(r["answer"], r["extracted_answer"]) for r in rows], bar.update)
     for r, vd in zip(rows, verdicts, strict=True):
         r["verdict"] = vd
@@ -331,8 +330,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         c.prompt_template,
     )
     stats: dict = {}
-    with progress(len(rows), "curate: filter", enabled=c.progress) as bar:
-        bar.unit = "sample"
+    with progress(len(rows), "curate: filter", enabled=c.progress, unit="sample") as bar:
         for r in rows:
             r["extracted_answer"] = r["answer_method"] = None
             r["reject_reason"], r["reject_detail"] = row_filters(r, c)

@@ -8,14 +8,14 @@ from typing import Any
 
 
 @contextmanager
-def progress(total: int, desc: str, initial: int = 0, enabled: bool = True):
+def progress(total: int, desc: str, initial: int = 0, enabled: bool = True, unit: str = "problem"):
     from tqdm.auto import tqdm
 
     bar = tqdm(
         total=total,
         initial=initial,
         desc=desc,
-        unit="problem",
+        unit=unit,
         disable=not enabled,
         dynamic_ncols=True,
         file=sys.stderr,
