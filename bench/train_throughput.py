@@ -74,7 +74,7 @@ def stage_trainer(
     from distill.train_worker import build_trainer, init_distributed
 
     mean_len = a.mean_len
-    blocks = max(1, math.ceil(rows_per_step * mean_len / a.block))
+    blocks = rows_per_step if a.one_per_block else max(1, math.ceil(rows_per_step * mean_len / a.block))
     plan = {
         "phase": "bench", "init_model": str(student), "train_file": str(train), "val_file": str(val),
         "output_dir": str(out), "world_size": 1, "deepspeed_config": None, "use_cpu": True,
@@ -148,6 +148,11 @@ def main() -> None:
     ap.add_argument(
         "--attn", default="varlen_sdpa", help="the stage's attention (varlen_sdpa: per-document SDPA)"
     )
+    ap.add_argument(
+        "--one-per-block",
+        action="store_true",
+        help="blocks hold one conversation, 8 a step: the padded run's steps and batch composition, minus padding",
+    )
     a = ap.parse_args()
     import torch
     from accelerate.state import AcceleratorState
@@ -161,6 +166,8 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(a.student)
     lens = [len(tok.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in rows]
     a.mean_len = sum(lens) / len(lens)
+    if a.one_per_block:
+        a.block = max(lens)
     print(f"rows={len(rows)} (val {n_val}) mean_len={a.mean_len:.0f} max_len={max(lens)} threads="
           f"{torch.get_num_threads()}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
