@@ -7,9 +7,11 @@ wrong type fails at composition time with the key's name, not deep inside a stag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from distill.slurm import ClusterConfig
 
@@ -132,6 +134,20 @@ class DistillConfig:
     stages: dict[str, Any] = field(default_factory=dict)
     stage: Any = None
     force: bool = False
+
+
+def load_resolved(path: str | Path) -> DictConfig:
+    """A resolved config written by the driver, typed again (root and stage schemas), so that a process
+    without Hydra (a Slurm job, a local generate worker) sees exactly what the driver's stage saw."""
+    from omegaconf import OmegaConf
+
+    from distill.stages import stage_module
+
+    raw = OmegaConf.load(path)
+    stage = OmegaConf.merge(OmegaConf.structured(stage_module(raw.stage.name).Config), raw.pop("stage"))
+    root = OmegaConf.merge(OmegaConf.structured(DistillConfig), raw)
+    root.stage = stage
+    return root
 
 
 def register_configs() -> None:

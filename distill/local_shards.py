@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from distill.config import load_resolved
 from distill.io import atomic_write_text
 from distill.paths import Paths
 
@@ -64,16 +65,6 @@ def run_local_shards(cfg: DictConfig, paths: Paths, shards: list[int], workers: 
         raise RuntimeError("generate workers failed: " + "; ".join(failed))
 
 
-def _typed(raw: DictConfig) -> DictConfig:
-    from distill.config import DistillConfig
-    from distill.generate import GenerateConfig
-
-    stage = OmegaConf.merge(OmegaConf.structured(GenerateConfig), raw.pop("stage"))
-    root = OmegaConf.merge(OmegaConf.structured(DistillConfig), raw)
-    root.stage = stage
-    return root
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="one generate shard, from a resolved config (no Hydra)")
     ap.add_argument("--config", required=True)
@@ -83,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from distill.generate import run
 
-    cfg = _typed(OmegaConf.load(a.config))
+    cfg = load_resolved(a.config)
     cfg.stage.shard = a.shard
     cfg.stage.workers = 1
     cfg.force = False

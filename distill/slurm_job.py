@@ -19,24 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from distill.config import load_resolved
 from distill.paths import Paths
 
 log = logging.getLogger("distill.slurm_job")
-
-
-def load_resolved(path: str | Path) -> DictConfig:
-    """The submitter's resolved YAML, typed again (root and stage schemas) so the stage sees what Hydra gave it."""
-    from distill.config import DistillConfig
-    from distill.stages import stage_module
-
-    raw = OmegaConf.load(path)
-    name = raw.stage.name
-    stage = OmegaConf.merge(OmegaConf.structured(stage_module(name).Config), raw.pop("stage"))
-    root = OmegaConf.merge(OmegaConf.structured(DistillConfig), raw)
-    root.stage = stage
-    return root
 
 
 def _job_settings(cfg: DictConfig, paths: Paths, shard: int | None) -> None:

@@ -94,11 +94,12 @@ def log_artifact(
             if i.get("key") in reg:
                 run.use_artifact(f"{reg[i['key']]}:key-{i['key']}")
     meta = scrub({"key": key, "inputs": inputs, **(metadata or {})})
-    art = wandb.Artifact(_artifact_name(name), type=kind, metadata=meta)
+    art_name = _artifact_name(name)
+    art = wandb.Artifact(art_name, type=kind, metadata=meta)
     for label, path in files.items():
         art.add_reference(Path(path).resolve().as_uri(), name=label)
     run.log_artifact(art, aliases=["latest", f"key-{key}"])
-    reg[key] = _artifact_name(name)
+    reg[key] = art_name
     atomic_write_json(reg_path, reg)
 
 

@@ -200,7 +200,8 @@ def _verify_groups(
 
 
 def _memoise_latex_parser() -> None:
-    """Verifier processes only (workers, and a forking parent that warms them): math-verify's LaTeX->sympy step behind an unbounded memo, failures included.
+    """math-verify's LaTeX->sympy step behind an unbounded memo, failures included (verifier processes only:
+    the workers, and a forking parent that warms them).
 
     math-verify keeps the last 20 results of this pure function (enough within one problem, not across
     problems, and never for inputs that fail to parse); a larger memo changes no output. Timeouts are not
@@ -233,7 +234,8 @@ def _memoise_latex_parser() -> None:
 
 
 def _two_stage_latex_parser() -> None:
-    """Verifier processes only (workers, and a forking parent that warms them): ANTLR's two-stage parse (SLL first, full LL only where SLL fails).
+    """ANTLR's two-stage parse, SLL first and full LL only where SLL fails (verifier processes only: the
+    workers, and a forking parent that warms them).
 
     ANTLR guarantees that an SLL parse either returns the same tree as LL or reports a syntax error; the
     LaTeX grammar's error listener raises on any error, so an SLL failure is retried with a fresh LL

@@ -13,10 +13,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_root, hydra_ctx, run_distill
+from distill.config import load_resolved
 from distill.paths import Paths
 from distill.pipeline import STAGES, resolve_stage
 from distill.slurm import srun_ranks_command, stage_jobs
-from distill.slurm_job import job_port, load_resolved
+from distill.slurm_job import job_port
 
 CLUSTERS = sorted(p.stem for p in (REPO / "conf" / "cluster").glob("*.yaml"))
 
