@@ -35,15 +35,13 @@ def raw_vllm(problems: list[dict], n: int, max_tokens: int) -> tuple[float, int]
     from omegaconf import OmegaConf
     from vllm import SamplingParams
 
-    from conftest import compose_root, hydra_ctx
+    from conftest import stage_config
     from distill.chat import messages_for, render
     from distill.engines import problem_seed
     from distill.engines.vllm_engine import build_llm
     from distill.paths import Paths
-    from distill.pipeline import resolve_stage
 
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root([]), "generate", [])
+    cfg = stage_config("generate", [])
     engine, model = (OmegaConf.to_object(x) for x in (cfg.stage.engine, cfg.teacher))
     llm = build_llm(engine, model, Paths.for_run("runs", "x", REPO))
     tok = llm.get_tokenizer()

@@ -53,6 +53,14 @@ def compose_root(overrides: list[str]):
     return compose(config_name="config", overrides=overrides)
 
 
+def stage_config(stage: str, overrides: list[str]):
+    """The root config with `stage` resolved as the driver resolves it (schema < YAML < experiment < CLI)."""
+    from distill.pipeline import resolve_stage
+
+    with hydra_ctx():
+        return resolve_stage(compose_root(overrides), stage, overrides)
+
+
 def run_distill(overrides: list[str]):
     """Runs the pipeline in-process exactly as `python -m distill <overrides>` would (same driver)."""
     from distill.pipeline import run_pipeline

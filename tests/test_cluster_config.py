@@ -12,10 +12,10 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_root, hydra_ctx, run_distill
+from conftest import REPO, compose_root, hydra_ctx, run_distill, stage_config
 from distill.config import load_resolved
 from distill.paths import Paths
-from distill.pipeline import STAGES, resolve_stage
+from distill.pipeline import STAGES
 from distill.slurm import srun_ranks_command, stage_jobs
 from distill.slurm_job import job_port
 
@@ -32,8 +32,7 @@ def test_profiles_and_their_launch_comments():
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_cluster_and_stage_composes(cluster, stage):
     overrides = [f"stage={stage}", f"cluster={cluster}"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(overrides), stage, overrides)
+    cfg = stage_config(stage, overrides)
     assert OmegaConf.get_type(cfg.cluster).__name__ == "ClusterConfig"
     assert cfg.cluster.kind == ("local" if cluster == "local" else "slurm")
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -41,8 +40,7 @@ def test_every_cluster_and_stage_composes(cluster, stage):
 
 def jobs_for(stage: str, overrides: list[str], tmp_path: Path):
     ov = [f"stage={stage}", *overrides]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(ov), stage, ov)
+    cfg = stage_config(stage, ov)
     return cfg, stage_jobs(cfg, Paths.for_run(str(tmp_path), "toy", REPO), ["41"])
 
 
@@ -136,15 +134,13 @@ def test_unknown_profile_lists_the_profiles():
 
 def test_command_line_stages_values_reach_the_stage():
     ov = ["stages.generate.sampling.n=2", "+stages.generate.num_shards=3"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(ov), "generate", ov)
+    cfg = stage_config("generate", ov)
     assert (cfg.stage.sampling.n, cfg.stage.num_shards) == (2, 3)
 
 
 def test_job_runner_loads_the_resolved_config_typed(tmp_path):
     ov = ["stage=generate", "cluster=slurm", "stage.num_shards=2"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(ov), "generate", ov)
+    cfg = stage_config("generate", ov)
     (tmp_path / "g.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     back = load_resolved(tmp_path / "g.yaml")
     assert OmegaConf.get_type(back.stage).__name__ == "GenerateConfig" and back.stage.num_shards == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_root, distill_cmd, hydra_ctx
+from conftest import REPO, compose_root, distill_cmd, hydra_ctx, stage_config
 from distill.pipeline import STAGES, resolve_stage
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -23,8 +23,7 @@ def test_stage_files_match_registered_stages():
 @pytest.mark.parametrize("stage", STAGE_FILES)
 def test_every_stage_and_experiment_composes(stage, experiment):
     overrides = [f"stage={stage}", f"experiment={experiment}"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(overrides), stage, overrides)
+    cfg = stage_config(stage, overrides)
     assert cfg.stage.name == stage
     assert OmegaConf.get_type(cfg.stage).__name__ == f"{stage.capitalize()}Config"
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -41,8 +40,7 @@ def test_pipeline_names_are_valid_stages(experiment):
 
 def test_layering_schema_yaml_experiment_cli():
     overrides = ["stage=generate", "stage.sampling.n=7", "stage.num_shards=3"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(overrides), "generate", overrides)
+    cfg = stage_config("generate", overrides)
     assert cfg.stage.sampling.n == 7  # CLI beats the experiment's n=4
     assert cfg.stage.engine.dtype == "float32"  # the experiment beats the stage yaml's auto
     assert cfg.stage.engine.kv_cache_gib == 1  # the schema default survives
@@ -51,8 +49,7 @@ def test_layering_schema_yaml_experiment_cli():
 
 def test_reasonlite_recipe_numbers():
     overrides = ["stage=generate", "experiment=reasonlite"]
-    with hydra_ctx():
-        cfg = resolve_stage(compose_root(overrides), "generate", overrides)
+    cfg = stage_config("generate", overrides)
     s = cfg.stage.sampling
     assert (s.n, s.temperature, s.top_p, s.max_tokens) == (32, 0.8, 1.0, 30000)
     assert cfg.teacher.path == "openai/gpt-oss-120b" and cfg.student.path == "Qwen/Qwen3-0.6B"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TOY, compose_root, hydra_ctx
+from conftest import REPO, TOY, compose_root, hydra_ctx, stage_config
 from distill.io import write_rows
 from distill.manifest import Manifest
 from distill.schemas import TRAIN_PAIR
@@ -218,11 +218,8 @@ def test_config_and_launch_command():
 
 def test_experiment_recipes():
     """The production numbers (ReasonLite) and the toy's are where the issue says they are."""
-    from distill.pipeline import resolve_stage
-
-    with hydra_ctx():
-        rl = resolve_stage(compose_root(["experiment=reasonlite"]), "train", ["experiment=reasonlite"])
-        toy = resolve_stage(compose_root(["experiment=toy"]), "train", ["experiment=toy"])
+    rl = stage_config("train", ["experiment=reasonlite"])
+    toy = stage_config("train", ["experiment=toy"])
     s = rl.stage
     assert (s.lr, s.min_lr_rate, s.warmup_ratio, s.epochs, s.max_length) == (3e-4, 0.1, 0.03, 8, 32768)
     assert s.strategy == "zero1" and s.bf16 and s.use_liger_kernel and rl.student.path == "Qwen/Qwen3-0.6B"
