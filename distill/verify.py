@@ -1,12 +1,13 @@
 """Final-answer extraction and math-verify verdicts: fast, and identical to the plain per-row loop.
 
 The plain loop (open-r1's reward) parses the reference, parses the prediction and verifies, once per row:
-~160 rows/s/core. Real data has many samples per problem and few distinct answers, and math-verify is a
+~500 rows/s/core. Real data has many samples per problem and few distinct answers, and math-verify is a
 pure function of its input strings, so the verifier here groups rows by reference text, parses each
 reference once, verifies each distinct prediction once, and skips the prediction parse where the
 prediction is the reference string itself (parse(pred) would be parse(ref): only the verify is left,
-done once per reference). No step changes an input string, so no verdict can differ from the plain loop;
-`bench/curate_verify.py` and tests check that on large generated sets.
+done once per reference). Inside math-verify, `mv_speedups` caches pure functions and settles a wrong
+answer's comparisons by value where math-verify's own rules can only say False. No step changes an input
+string or a verdict; `bench/curate_verify.py` and tests check that on large generated sets.
 
 math-verify's timeouts use `signal.alarm`, which only works in a process's main thread: the work runs in
 worker processes (or, with `num_workers=0`, in the caller, which must then be a main thread).
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from distill import mv_speedups
 from distill.chat import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,23 @@ def mv_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
     return bool(verify(gold, pred, timeout_seconds=t.verify_s))
 
 
+def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
+    """`mv_verify`, skipping the comparisons that `surely_unequal` settles without sympy's simplify.
+
+    math-verify's verdict is the OR of one comparison per (gold, prediction) item pair, each on its own;
+    a wrong answer pays for every one, `simplify` included (up to 30 ms for a junk answer).
+    """
+    for g in gold:
+        for p in pred:
+            if not (isinstance(g, str) or isinstance(p, str)) and mv_speedups.surely_unequal(
+                g, p, t.verify_s
+            ):
+                continue
+            if mv_verify([g], [p], t):
+                return True
+    return False
+
+
 def naive_verdict(reference: str | None, prediction: str, t: Timeouts = Timeouts()) -> bool | None:
     """The plain per-row loop: parse reference, parse prediction, verify. The definition of a verdict."""
     if reference is None:
@@ -189,7 +208,7 @@ def _verify_group(
             out.append(self_verdict)
             continue
         pred = fast_parse(p, t)
-        out.append(mv_verify(gold, pred, t) if parsed(pred) else None)
+        out.append(fast_verify(gold, pred, t) if parsed(pred) else None)
     return True, out
 
 
@@ -199,82 +218,10 @@ def _verify_groups(
     return [_verify_group(ref, preds, t) for ref, preds in groups]
 
 
-def _memoise_latex_parser() -> None:
-    """math-verify's LaTeX->sympy step behind an unbounded memo, failures included (verifier processes only:
-    the workers, and a forking parent that warms them).
-
-    math-verify keeps the last 20 results of this pure function (enough within one problem, not across
-    problems, and never for inputs that fail to parse); a larger memo changes no output. Timeouts are not
-    memoised (they depend on the clock, and the plain loop would retry them).
-    """
-    from math_verify import parser
-    from math_verify.errors import TimeoutException
-
-    inner = getattr(parser.parse_latex_cached, "__wrapped__", None)
-    if inner is None or getattr(parser.parse_latex_cached, "_distill_memo", False):
-        return
-    memo: dict[str, tuple[bool, object]] = {}
-
-    def parse_latex_memo(latex: str):
-        if (hit := memo.get(latex)) is None:
-            try:
-                hit = (True, inner(latex))
-            except TimeoutException:
-                raise
-            except Exception as e:  # noqa: BLE001 (re-raised to math-verify, which catches all)
-                hit = (False, e)
-            if len(memo) < _CACHE_MAX:
-                memo[latex] = hit
-        if hit[0]:
-            return hit[1]
-        raise hit[1]
-
-    parse_latex_memo._distill_memo = True  # type: ignore[attr-defined]
-    parser.parse_latex_cached = parse_latex_memo
-
-
-def _two_stage_latex_parser() -> None:
-    """ANTLR's two-stage parse, SLL first and full LL only where SLL fails (verifier processes only: the
-    workers, and a forking parent that warms them).
-
-    ANTLR guarantees that an SLL parse either returns the same tree as LL or reports a syntax error; the
-    LaTeX grammar's error listener raises on any error, so an SLL failure is retried with a fresh LL
-    parser and the outcome is LL's in every case. It skips full-context prediction, which was two thirds
-    of the parse time here: 2.6x faster on 1,147 distinct answers, identical sympy results on all of them.
-    """
-    from antlr4.atn.PredictionMode import PredictionMode
-    from latex2sympy2_extended import latex2sympy2 as l2s
-    from math_verify.errors import TimeoutException
-
-    cls = l2s._Latex2Sympy
-    if getattr(cls.create_parser, "_distill_two_stage", False):
-        return
-    create_ll = cls.create_parser
-
-    def create_parser(self, latex_str: str):  # noqa: ANN202 (PSParser)
-        parser = create_ll(self, latex_str)
-        math_ll = parser.math
-
-        def math():  # noqa: ANN202
-            parser._interp.predictionMode = PredictionMode.SLL
-            try:
-                return math_ll()
-            except TimeoutException:
-                raise
-            except Exception:  # noqa: BLE001 (a syntax error under SLL: LL decides)
-                return create_ll(self, latex_str).math()
-
-        parser.math = math
-        return parser
-
-    create_parser._distill_two_stage = True  # type: ignore[attr-defined]
-    cls.create_parser = create_parser
-
-
 def _warm() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    _memoise_latex_parser()
-    _two_stage_latex_parser()
+    for speed_up in mv_speedups.ALL:
+        speed_up()
     mv_parse("1")
 
 

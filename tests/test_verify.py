@@ -107,31 +107,83 @@ def test_fast_path_identical_to_plain_math_verify_on_a_generated_set():
     assert v.distinct_pairs < len(pairs) / 3
 
 
-TWO_STAGE_CHECK = """
-import json, logging, sys, sympy
+SPEEDUPS_CHECK = """
+import json, logging, random, sys, sympy
 sys.path.insert(0, "bench")
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 from curate_verify import JUNK, make_pairs
 from math_verify import parser
 from distill import verify as V
 
+rng = random.Random(3)
+numbers = ["0046", "1,234", "1,000,000", "12.50", "3.", ".5", "007.25", "-0.0", "2.5\\\\%", "1e5", "10^{20}"]
+numbers += [f"{rng.randint(0, 10**rng.randint(1, 30))}" for _ in range(100)]
+numbers += [f"{rng.randint(0, 999)}.{rng.randint(0, 10**rng.randint(1, 20))}" for _ in range(100)]
+numbers += [f"\\\\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}} + {rng.random():.6f}" for _ in range(50)]
 texts = sorted({t for r, p in make_pairs(4000, 16, seed=11) for t in (r, p) if t} | set(JUNK) | set(V.WARM_LATEX))
+texts += numbers
 def parse_all():
-    parser.parse_latex_cached.cache_clear()
-    return [[sympy.srepr(x) if not isinstance(x, str) else x for x in V.mv_parse(t)] for t in texts]
+    getattr(parser.parse_latex_cached, "cache_clear", lambda: None)()
+    return [[(sympy.srepr(x), getattr(x, "_prec", None)) if not isinstance(x, str) else x for x in V.mv_parse(t)] for t in texts]
 plain = parse_all()
-V._two_stage_latex_parser()
+for speed_up in V.mv_speedups.ALL:
+    speed_up()
 from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
-active = getattr(_Latex2Sympy.create_parser, "_distill_two_stage", False)
+active = [getattr(_Latex2Sympy.create_parser, "_distill_two_stage", False),
+          getattr(_Latex2Sympy.parse_number, "_distill_memo", False),
+          getattr(parser.parse_latex_cached, "_distill_memo", False)]
 print(json.dumps({"n": len(texts), "same": parse_all() == plain, "active": active}))
 """
 
 
-def test_two_stage_antlr_parse_gives_plain_ll_results():
-    """SLL-then-LL parsing must not change one parse: checked in a fresh process (the patch is global)."""
+def test_parse_speedups_give_plain_math_verify_results():
+    """SLL-then-LL parsing and the number and LaTeX memos must not change one parse: checked in a fresh
+    process (the patches are global), on the bench's answer kinds and on number literals of every shape."""
     out = subprocess.run(
-        [sys.executable, "-c", TWO_STAGE_CHECK], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SPEEDUPS_CHECK], cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["active"] and res["n"] > 500 and res["same"]
+    assert all(res["active"]) and res["n"] > 700 and res["same"]
+
+
+# Near misses and look-alikes, where a careless numeric disproof would be wrong: values equal after rounding,
+# percentages, huge integers, identities that need simplify, symbols with assumptions. Every pair within a
+# group is checked; across groups, a seeded sample.
+PITFALL_GROUPS = [
+    ["\\frac{1}{3}", "0.333333", "0.3333333", "0.33"],
+    ["\\pi", "3.14159", "3.1415926536", "22/7"],
+    ["10\\%", "10", "0.1"],
+    ["100000000000000000001", "100000000000000000002", "1e20"],
+    ["1.0000001", "1", "\\sin^2 x + \\cos^2 x", "e^{i\\pi}", "-1"],
+    ["\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", "0.7071068"],
+    ["\\sqrt{x^2}", "x", "|x|", "2x", "x + y", "y + x"],
+    ["2\\sqrt{3}", "\\sqrt{12}", "3.4641016"],
+    ["i", "\\sqrt{-1}", "e^{i\\pi/2}"],
+    ["x^2 - 1", "(x-1)(x+1)", "x^2 + 1"],
+    ["\\log 8", "3\\log 2", "2.0794415"],
+    ["5!", "120", "\\infty", "\\int_0^2 1 dx", "2"],
+    ["I don't know", "\\text{none}", "\\frac{0}{0}", "0"],
+    ["1e5", "100000", "10^{-7}", "2 \\times 10^{-7}", "0.0000001"],
+]
+
+
+def test_numeric_disproof_only_says_false_where_math_verify_does():
+    from itertools import combinations, permutations
+
+    from math_verify import verify
+
+    from distill.mv_speedups import surely_unequal
+
+    def exprs(texts):
+        return [(t, x) for t in texts for x in mv_parse(t) if not isinstance(x, str)]
+
+    pairs = [pq for g in PITFALL_GROUPS for pq in permutations(exprs(g), 2)]
+    across = [pq for a, b in combinations(PITFALL_GROUPS, 2) for pq in zip(exprs(a), exprs(b), strict=False)]
+    pairs += random.Random(0).sample(across, 60)
+    decided = 0
+    for (tg, g), (tp, p) in pairs:
+        if surely_unequal(g, p):
+            decided += 1
+            assert verify([g], [p]) is False, (tg, tp)
+    assert decided > len(pairs) // 3  # it does decide many of these (else this test checks nothing)
