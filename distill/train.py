@@ -76,12 +76,16 @@ class TrainConfig:
     per_device_batch_size: int = 1
     grad_accum: int = 1
     max_length: int = 1024
-    packing: bool = True  # BFD packing, padding-free with restarted position ids
+    # packing: rows packed once (BFD) into per_device_batch_size blocks of max_length tokens, padding-free.
+    # packing=false, padding_free=true: each step's per_device_batch_size rows (re-drawn every epoch) are
+    # flattened into one padding-free row: the padded batches' steps and composition without the padding.
+    packing: bool = True
     packing_strategy: str = "bfd"
+    padding_free: bool = True  # implied by packing
     seed: int = 0
     bf16: bool = True  # ignored on CPU
     model_dtype: str = "float32"
-    # varlen_sdpa: SDPA per packed document (distill.train_worker), the CPU stand-in for flash-attn varlen
+    # varlen_sdpa: SDPA per packed document (distill.attention), the CPU stand-in for flash-attn varlen
     attn_implementation: str = "varlen_sdpa"
     use_liger_kernel: bool = False  # GPU only
     gradient_checkpointing: bool = False  # GPU only
@@ -109,7 +113,7 @@ NOT_IN_KEY = {
 }
 HPARAMS = (
     "epochs lr min_lr_rate warmup_ratio weight_decay max_grad_norm per_device_batch_size grad_accum max_length "
-    "packing packing_strategy seed bf16 model_dtype attn_implementation use_liger_kernel gradient_checkpointing "
+    "packing packing_strategy padding_free seed bf16 model_dtype attn_implementation use_liger_kernel gradient_checkpointing "
     "logging_steps save_steps save_total_limit progress"
 ).split()
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill.attention import register_varlen_sdpa
 from distill.launch import die_with_parent
 
 # TRL's Qwen3 training template closes `{% generation %}` after '<|im_end|>\n'. The newline after the
@@ -43,57 +44,6 @@ def training_chat_template(tokenizer: Any) -> str:
             f"training variant for it; ship a template that marks the assistant turn ({e})"
         ) from None
     return template.replace(_TRL_QWEN3_TAIL, _TIGHT_QWEN3_TAIL)
-
-
-def varlen_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> tuple:
-    """Padding-free attention on CPU: SDPA per packed document (like flash-attn's varlen kernel on GPU).
-
-    Plain SDPA on a padding-free row attends over the whole flattened batch under a block-diagonal mask:
-    quadratic in the row, most of it masked. Here each document (from the collator's `cu_seq_lens_q`)
-    gets its own causal SDPA, so cost is the sum of the squares of the document lengths. Same loss and
-    gradients as SDPA with the mask (checked); without `cu_seq_lens_q` it is plain SDPA.
-    """
-    import torch
-    import torch.nn.functional as F
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    cu = kwargs.get("cu_seq_lens_q")
-    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = cu.tolist()
-    gqa = query.shape[1] != key.shape[1]
-    with _sdpa_backends(query.device.type):
-        outs = [
-            F.scaled_dot_product_attention(
-                query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=kwargs.get("scaling"),
-                enable_gqa=gqa,
-            )
-            for s, e in zip(bounds[:-1], bounds[1:], strict=True)
-            if e > s
-        ]  # fmt: skip
-    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
-
-
-def _sdpa_backends(device_type: str) -> Any:
-    """On GPU, flash first: cuDNN's SDPA builds a plan per new sequence length, and packed documents all
-    differ in length, so it spent ~2.5 ms of CPU per call (measured on an H200: 7x the GPU time)."""
-    import contextlib
-
-    if device_type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return sdpa_kernel(order, set_priority=True)
-
-
-def register_varlen_sdpa() -> None:
-    """Makes `attn_implementation="varlen_sdpa"` loadable (masks as for SDPA, used when not packed)."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register("varlen_sdpa", varlen_sdpa)
-    AttentionMaskInterface.register("varlen_sdpa", sdpa_mask)
 
 
 def prepare_tokenizer(path: str, eos_token: str, pad_token: str) -> Any:
@@ -154,6 +104,7 @@ def sft_config(plan: dict) -> Any:
 
     h, cpu = plan["hparams"], plan["use_cpu"]
     ds = plan["deepspeed_config"]
+    flat = not h["packing"] and h.get("padding_free", False)
     return SFTConfig(
         output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
         num_train_epochs=h["epochs"],
@@ -166,10 +117,10 @@ def sft_config(plan: dict) -> Any:
         per_device_train_batch_size=h["per_device_batch_size"],
         per_device_eval_batch_size=h["per_device_batch_size"],
         gradient_accumulation_steps=h["grad_accum"],
-        max_length=h["max_length"],
+        max_length=None if flat else h["max_length"],  # TRL cannot truncate flattened rows: checked after
         packing=h["packing"],
         packing_strategy=h["packing_strategy"],
-        padding_free=h["packing"],
+        padding_free=h["packing"] or flat,
         assistant_only_loss=True,
         eos_token=plan["eos_token"],
         shuffle_dataset=True,
@@ -227,13 +178,30 @@ def build_trainer(plan: dict) -> Any:
     gen_eos = model.generation_config.eos_token_id
     if gen_eos is None or (eos_id not in gen_eos if isinstance(gen_eos, list) else gen_eos != eos_id):
         model.generation_config.eos_token_id = eos_id
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=load_rows(plan["train_file"]),
         eval_dataset=load_rows(plan.get("val_file")),
         processing_class=tok,
     )
+    if args.max_length is None:
+        check_lengths(trainer, plan, h["max_length"])
+    return trainer
+
+
+def check_lengths(trainer: Any, plan: dict, max_length: int) -> None:
+    """Unpacked padding-free rows are not truncated (a cut trace loses its answer and its end-of-turn
+    token): a row over max_length is an error naming its file and row, not a silent cut."""
+    for name, ds in (("train_file", trainer.train_dataset), ("val_file", trainer.eval_dataset)):
+        if ds is None:
+            continue
+        for i, ids in enumerate(ds["input_ids"]):
+            if len(ids) > max_length:
+                raise ValueError(
+                    f"{plan[name]}: row {i + 1} has {len(ids)} tokens > max_length={max_length}; raise "
+                    "stage.max_length or filter by length in curate"
+                )
 
 
 def init_wandb(plan: dict, is_main: bool) -> Any:

@@ -91,6 +91,7 @@ def worker_plan(student: Path, train_file: Path, out: Path, **hparams) -> dict:
         "max_length": 256,
         "packing": False,
         "packing_strategy": "bfd",
+        "padding_free": False,
         "seed": 0,
         "bf16": False,
         "model_dtype": "float32",
@@ -176,6 +177,23 @@ def test_pad_differs_from_eos_and_packing_restarts_positions(trainer_factory):
     assert real == 1.0
 
 
+def test_padding_free_without_packing_flattens_each_batch(trainer_factory):
+    trainer = trainer_factory(packing=False, padding_free=True, per_device_batch_size=3)
+    assert trainer.padding_free and not trainer.args.packing
+    lens = sorted(len(x) for x in trainer.train_dataset["input_ids"])
+    assert len(lens) == 8  # rows stay rows: the sampler draws them afresh each epoch
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    pos = batch["position_ids"][0].tolist()
+    assert sum(p == 0 for p in pos) == 3  # exactly the batch's 3 conversations, no padding
+    assert (batch["input_ids"] != trainer.processing_class.pad_token_id).all()
+
+
+def test_padding_free_rows_over_max_length_are_an_error_not_a_cut(trainer_factory):
+    with pytest.raises(ValueError, match=r"phase1\.jsonl: row \d+ has \d+ tokens > max_length=40"):
+        trainer_factory(packing=False, padding_free=True, max_length=40)
+
+
 def test_pad_equal_to_eos_is_refused(tmp_path_factory):
     from distill.train_worker import prepare_tokenizer
 
@@ -232,7 +250,7 @@ def test_varlen_sdpa_matches_masked_sdpa(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from distill.train_worker import register_varlen_sdpa
+    from distill.attention import register_varlen_sdpa
 
     register_varlen_sdpa()
     student = student_dir(tmp_path_factory)
@@ -242,14 +260,18 @@ def test_varlen_sdpa_matches_masked_sdpa(tmp_path_factory):
     pos = torch.cat([torch.arange(n) for n in lens])[None]
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     kw = {"position_ids": pos, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "use_cache": False}
+    no_cu = {"position_ids": pos, "use_cache": False}  # documents from the position restarts alone
     res = {}
-    for impl in ("sdpa", "varlen_sdpa"):
-        model = AutoModelForCausalLM.from_pretrained(student, attn_implementation=impl)
-        out = model(input_ids=ids, labels=ids, **kw)
+    for impl, kwargs in (("sdpa", kw), ("varlen_sdpa", kw), ("varlen_pos", no_cu)):
+        model = AutoModelForCausalLM.from_pretrained(
+            student, attn_implementation=impl.replace("_pos", "_sdpa")
+        )
+        out = model(input_ids=ids, labels=ids, **kwargs)
         out.loss.backward()
         res[impl] = (out.loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone(), out.logits)
-    assert abs(res["sdpa"][0] - res["varlen_sdpa"][0]) < 1e-5
-    assert torch.allclose(res["sdpa"][1], res["varlen_sdpa"][1], atol=1e-5)
+    for impl in ("varlen_sdpa", "varlen_pos"):
+        assert abs(res["sdpa"][0] - res[impl][0]) < 1e-5
+        assert torch.allclose(res["sdpa"][1], res[impl][1], atol=1e-5)
     alone = AutoModelForCausalLM.from_pretrained(student, attn_implementation="eager")(
         input_ids=ids[:, 9:23]
     ).logits
