@@ -194,6 +194,28 @@ def test_padding_free_rows_over_max_length_are_an_error_not_a_cut(trainer_factor
         trainer_factory(packing=False, padding_free=True, max_length=40)
 
 
+def test_cpu_loss_scores_only_labelled_positions_with_the_same_loss(trainer_factory, monkeypatch):
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    trainer = trainer_factory(packing=True, per_device_batch_size=2)
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", spy)
+    fast = trainer.compute_loss(trainer.model, dict(batch))  # the stage's (instance-wrapped) loss
+    plain = type(trainer).compute_loss(trainer, trainer.model, dict(batch))  # TRL's own
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [labelled, batch["input_ids"].numel() - 1] and labelled < rows[1] / 2
+    assert torch.allclose(fast, plain, atol=1e-6), (fast, plain)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # the switch is restored after the loss
+
+
 def test_pad_equal_to_eos_is_refused(tmp_path_factory):
     from distill.train_worker import prepare_tokenizer
 
