@@ -173,6 +173,8 @@ def build_trainer(plan: dict) -> Any:
         attn_implementation=h["attn_implementation"],
         use_safetensors=True,
     )
+    if args.max_length is None:
+        check_lengths(tok, plan, h["max_length"])
     eos_id = tok.eos_token_id
     model.config.eos_token_id = eos_id
     gen_eos = model.generation_config.eos_token_id
@@ -185,8 +187,6 @@ def build_trainer(plan: dict) -> Any:
         eval_dataset=load_rows(plan.get("val_file")),
         processing_class=tok,
     )
-    if args.max_length is None:
-        check_lengths(trainer, plan, h["max_length"])
     if plan["use_cpu"]:
         score_label_positions_only(trainer)
     return trainer
@@ -224,16 +224,18 @@ def score_label_positions_only(trainer: Any) -> None:
     trainer.compute_loss = compute_loss_compact
 
 
-def check_lengths(trainer: Any, plan: dict, max_length: int) -> None:
+def check_lengths(tok: Any, plan: dict, max_length: int) -> None:
     """Unpacked padding-free rows are not truncated (a cut trace loses its answer and its end-of-turn
-    token): a row over max_length is an error naming its file and row, not a silent cut."""
-    for name, ds in (("train_file", trainer.train_dataset), ("val_file", trainer.eval_dataset)):
-        if ds is None:
+    token): a row over max_length is an error naming its file and row, not a silent cut. Checked on the
+    files in their own order, before TRL shuffles them."""
+    for name in ("train_file", "val_file"):
+        if not plan.get(name):
             continue
-        for i, ids in enumerate(ds["input_ids"]):
-            if len(ids) > max_length:
+        for i, row in enumerate(load_rows(plan[name])):
+            n = len(tok.apply_chat_template(row["messages"], return_dict=True)["input_ids"])
+            if n > max_length:
                 raise ValueError(
-                    f"{plan[name]}: row {i + 1} has {len(ids)} tokens > max_length={max_length}; raise "
+                    f"{plan[name]}: row {i + 1} has {n} tokens > max_length={max_length}; raise "
                     "stage.max_length or filter by length in curate"
                 )
 

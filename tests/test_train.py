@@ -135,6 +135,7 @@ def trainer_factory(tmp_path_factory):
         init_distributed(plan)
         return build_trainer(plan)
 
+    make.files, make.student = files, student
     yield make
     AcceleratorState._reset_state(reset_partial_state=True)
     PartialState._reset_state()
@@ -190,8 +191,18 @@ def test_padding_free_without_packing_flattens_each_batch(trainer_factory):
 
 
 def test_padding_free_rows_over_max_length_are_an_error_not_a_cut(trainer_factory):
-    with pytest.raises(ValueError, match=r"phase1\.jsonl: row \d+ has \d+ tokens > max_length=40"):
-        trainer_factory(packing=False, padding_free=True, max_length=40)
+    from distill.train_worker import prepare_tokenizer
+
+    tok = prepare_tokenizer(str(trainer_factory.student), "<|im_end|>", "<|endoftext|>")
+    rows = [json.loads(line) for line in trainer_factory.files["phase1"].read_text().splitlines()]
+    lens = [len(tok.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in rows]
+    longest = lens.index(max(lens))
+    limit = max(
+        n for n in lens if n < max(lens)
+    )  # only the longest row is over: its row in the file is named
+    want = rf"phase1\.jsonl: row {longest + 1} has {max(lens)} tokens > max_length={limit}"
+    with pytest.raises(ValueError, match=want):
+        trainer_factory(packing=False, padding_free=True, max_length=limit)
 
 
 def test_cpu_loss_scores_only_labelled_positions_with_the_same_loss(trainer_factory, monkeypatch):
