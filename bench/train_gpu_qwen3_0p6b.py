@@ -93,7 +93,7 @@ def plan_for(model_dir: Path, train: Path, out: Path, a: argparse.Namespace) -> 
         "hparams": {
             "epochs": 1, "lr": 3e-4, "min_lr_rate": 0.1, "warmup_ratio": 0.03, "weight_decay": 0.0,
             "max_grad_norm": 1.0, "per_device_batch_size": 1, "grad_accum": 1, "max_length": a.seq,
-            "packing": True, "packing_strategy": "bfd", "seed": 0, "bf16": not a.smoke, "model_dtype": a.model_dtype,
+            "packing": True, "packing_strategy": "bfd", "padding_free": True, "seed": 0, "bf16": not a.smoke, "model_dtype": a.model_dtype,
             "attn_implementation": attn, "use_liger_kernel": liger, "gradient_checkpointing": a.grad_ckpt,
             "logging_steps": 10, "save_steps": 10**9, "save_total_limit": 1, "progress": False,
         },

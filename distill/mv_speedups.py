@@ -11,7 +11,7 @@ from __future__ import annotations
 import cmath
 from collections.abc import Callable
 
-_MEMO_MAX = 200_000
+MEMO_MAX = 200_000  # entries per memo (per process): bounds memory on huge, diverse inputs
 
 
 def memoise_latex_parser() -> None:
@@ -37,7 +37,7 @@ def memoise_latex_parser() -> None:
                 raise
             except Exception as e:  # noqa: BLE001 (re-raised to math-verify, which catches all)
                 hit = (False, e)
-            if len(memo) < _MEMO_MAX:
+            if len(memo) < MEMO_MAX:
                 memo[latex] = hit
         if hit[0]:
             return hit[1]
@@ -67,7 +67,7 @@ def memoise_number_literals() -> None:
         if (hit := memo.get(text)) is None:
             digits = text.replace(",", "")
             hit = sympy.Integer(int(digits)) if digits.isdigit() else inner(self, text)
-            if len(memo) < _MEMO_MAX:
+            if len(memo) < MEMO_MAX:
                 memo[text] = hit
         return hit
 

@@ -104,7 +104,7 @@ def sft_config(plan: dict) -> Any:
 
     h, cpu = plan["hparams"], plan["use_cpu"]
     ds = plan["deepspeed_config"]
-    flat = not h["packing"] and h.get("padding_free", False)
+    flat = not h["packing"] and h["padding_free"]
     return SFTConfig(
         output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
         num_train_epochs=h["epochs"],
@@ -117,7 +117,7 @@ def sft_config(plan: dict) -> Any:
         per_device_train_batch_size=h["per_device_batch_size"],
         per_device_eval_batch_size=h["per_device_batch_size"],
         gradient_accumulation_steps=h["grad_accum"],
-        max_length=None if flat else h["max_length"],  # TRL cannot truncate flattened rows: checked after
+        max_length=None if flat else h["max_length"],  # TRL cannot truncate flattened rows: check_lengths
         packing=h["packing"],
         packing_strategy=h["packing_strategy"],
         padding_free=h["packing"] or flat,

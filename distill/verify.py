@@ -160,7 +160,6 @@ def naive_verdict(reference: str | None, prediction: str, t: Timeouts = Timeouts
 
 _INT = re.compile(r"-?\d{1,40}")
 _CACHE: dict[str, list] = {}
-_CACHE_MAX = 200_000
 
 
 def fast_parse(text: str, t: Timeouts = Timeouts()) -> list:
@@ -178,7 +177,7 @@ def fast_parse(text: str, t: Timeouts = Timeouts()) -> list:
         out = [sympy.Integer(int(text)), text]
     else:
         out = mv_parse(text, t)
-    if len(_CACHE) < _CACHE_MAX:
+    if len(_CACHE) < mv_speedups.MEMO_MAX:
         _CACHE[text] = out
     return out
 
