@@ -148,7 +148,7 @@ def make_pairs(n_samples: int, per_problem: int = 32, seed: int = 0) -> list[tup
 
 
 def naive(pairs: list[tuple[str | None, str]]) -> list[bool | None]:
-    from distill.verify import naive_verdict
+    from distill.curate.verify import naive_verdict
 
     return [naive_verdict(ref, pred) for ref, pred in pairs]
 
@@ -156,7 +156,7 @@ def naive(pairs: list[tuple[str | None, str]]) -> list[bool | None]:
 def _one(path: str, args: argparse.Namespace, out_file: str) -> None:
     """Runs one path in this (fresh) process and writes its time and verdicts; imports are not timed."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from distill.verify import Verifier, mv_parse
+    from distill.curate.verify import Verifier, mv_parse
 
     pairs = make_pairs(args.samples, args.per_problem, args.seed)
     mv_parse("1")  # import math-verify outside the timing (the cold ANTLR DFA stays cold)

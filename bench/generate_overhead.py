@@ -36,10 +36,10 @@ def raw_vllm(problems: list[dict], n: int, max_tokens: int) -> tuple[float, int]
     from vllm import SamplingParams
 
     from conftest import stage_config
-    from distill.chat import messages_for, render
+    from distill.core.paths import Paths
     from distill.engines import problem_seed
-    from distill.engines.vllm_engine import build_llm
-    from distill.paths import Paths
+    from distill.engines.chat import messages_for, render
+    from distill.engines.vllm import build_llm
 
     cfg = stage_config("generate", [])
     engine, model = (OmegaConf.to_object(x) for x in (cfg.stage.engine, cfg.teacher))
@@ -92,9 +92,9 @@ def main() -> None:
     ap.add_argument("--side", choices=["raw", "stage"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        from distill.config import ProblemSource
-        from distill.paths import Paths
-        from distill.problems import load_problems
+        from distill.core.config import ProblemSource
+        from distill.core.paths import Paths
+        from distill.core.problems import load_problems
 
         with tempfile.TemporaryDirectory() as root:
             if args.side == "raw":

@@ -4,7 +4,7 @@
 
 Builds Qwen3-0.6B from its config values (written below), saves it with the toy tokenizer (Qwen3 chat
 template; ids stay below Qwen3's vocab), and trains on synthetic conversations packed into 16k-token
-padding-free blocks with distill.train_worker.build_trainer: the same SFTConfig, training template, loss
+padding-free blocks with distill.train.worker.build_trainer: the same SFTConfig, training template, loss
 mask, BFD packing, bf16 and Liger (when installed) as the production recipe, on one GPU. Prints tokens/s
 and MFU (model FLOPs utilisation, against the GPU's dense bf16 peak) over the steps after warm-up.
 """
@@ -79,25 +79,22 @@ def flops_per_token(n_params: int, mean_doc: float) -> float:
 
 
 def plan_for(model_dir: Path, train: Path, out: Path, a: argparse.Namespace) -> dict:
-    """A phase plan as distill.train writes it, with the production recipe's settings on one GPU."""
+    """A phase plan as distill.train.stage writes it, with the production recipe's settings on one GPU."""
     import importlib.util
 
     fa2 = importlib.util.find_spec("flash_attn") is not None
     liger = importlib.util.find_spec("liger_kernel") is not None and not a.no_liger and not a.smoke
     attn = a.attn or ("flash_attention_2" if fa2 else "varlen_sdpa")
     print(f"attention={attn} liger={liger}", flush=True)
-    return {
-        "phase": "bench", "init_model": str(model_dir), "train_file": str(train), "val_file": None,
-        "output_dir": str(out), "world_size": 1, "deepspeed_config": None, "use_cpu": a.smoke,
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "wandb": {"enabled": False, "name": "bench"},
-        "hparams": {
-            "epochs": 1, "lr": 3e-4, "min_lr_rate": 0.1, "warmup_ratio": 0.03, "weight_decay": 0.0,
-            "max_grad_norm": 1.0, "per_device_batch_size": 1, "grad_accum": 1, "max_length": a.seq,
-            "packing": True, "packing_strategy": "bfd", "padding_free": True, "seed": 0, "bf16": not a.smoke, "model_dtype": a.model_dtype,
-            "attn_implementation": attn, "use_liger_kernel": liger, "gradient_checkpointing": a.grad_ckpt,
-            "logging_steps": 10, "save_steps": 10**9, "save_total_limit": 1, "progress": False,
-        },
-    }  # fmt: skip
+    from distill.train.stage import default_hparams, worker_plan
+
+    hp = default_hparams(
+        epochs=1, lr=3e-4, per_device_batch_size=1, max_length=a.seq, packing=True, padding_free=True,
+        bf16=not a.smoke, model_dtype=a.model_dtype, attn_implementation=attn, use_liger_kernel=liger,
+        gradient_checkpointing=a.grad_ckpt, logging_steps=10, save_steps=10**9, save_total_limit=1, progress=False,
+    )  # fmt: skip
+    return worker_plan(phase="bench", init_model=str(model_dir), train_file=train, output_dir=out, hparams=hp,
+                       use_cpu=a.smoke, wandb={"enabled": False, "name": "bench"})  # fmt: skip
 
 
 def main() -> None:
@@ -120,7 +117,7 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
-    from distill.train_worker import build_trainer, init_distributed
+    from distill.train.worker import build_trainer, init_distributed
 
     assert a.smoke or torch.cuda.is_available(), "this benchmark needs a GPU (or --smoke)"
     gpu = torch.cuda.get_device_name() if not a.smoke else "cpu-smoke"

@@ -6,7 +6,7 @@ Both sides train the same student on the same rows with the same lr schedule, ep
 assistant turn only, once per seed (the seed draws the batches), alternating sides:
   * padded: TRL `SFTTrainer` with its plain defaults (no packing, batches padded to their longest row,
     per_device_train_batch_size=8, gradient checkpointing on);
-  * stage: distill.train_worker.build_trainer. By default `packing=false, padding_free=true`: each step's
+  * stage: distill.train.worker.build_trainer. By default `packing=false, padding_free=true`: each step's
     8 rows, re-drawn every epoch, flattened into one row with restarted positions and per-document
     attention, i.e. the padded run's steps and batches without the padding. `--stage-batching packed`
     packs once with BFD into blocks sized for ~8 conversations a step (the default for long traces).
@@ -74,22 +74,18 @@ def stage_trainer(
     student: Path, train: Path, val: Path, out: Path, a: argparse.Namespace, rows_per_step: int
 ):
     """The train stage's own trainer (world 1): rows_per_step rows a step, or blocks sized to hold as many."""
-    from distill.train_worker import build_trainer, init_distributed
+    from distill.train.stage import default_hparams, worker_plan
+    from distill.train.worker import build_trainer, init_distributed
 
     packed = a.stage_batching == "packed"
     blocks = max(1, math.ceil(rows_per_step * a.mean_len / a.block)) if packed else rows_per_step
-    plan = {
-        "phase": "bench", "init_model": str(student), "train_file": str(train), "val_file": str(val),
-        "output_dir": str(out), "world_size": 1, "deepspeed_config": None, "use_cpu": True,
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "wandb": {"enabled": False, "name": "bench"},
-        "hparams": {
-            "epochs": a.epochs, "lr": a.lr, "min_lr_rate": 0.1, "warmup_ratio": 0.03, "weight_decay": 0.0,
-            "max_grad_norm": 1.0, "per_device_batch_size": blocks, "grad_accum": 1, "max_length": a.block,
-            "packing": packed, "packing_strategy": "bfd", "padding_free": True, "seed": a.seed, "bf16": False, "model_dtype": "float32",
-            "attn_implementation": a.attn, "use_liger_kernel": False, "gradient_checkpointing": False,
-            "logging_steps": 10, "save_steps": 10**9, "save_total_limit": 1, "progress": False,
-        },
-    }  # fmt: skip
+    hp = default_hparams(
+        epochs=a.epochs, lr=a.lr, per_device_batch_size=blocks, max_length=a.block, packing=packed,
+        padding_free=True, seed=a.seed, attn_implementation=a.attn, logging_steps=10, save_steps=10**9,
+        save_total_limit=1, progress=False,
+    )  # fmt: skip
+    plan = worker_plan(phase="bench", init_model=str(student), train_file=train, val_file=val, output_dir=out,
+                       hparams=hp, wandb={"enabled": False, "name": "bench"})  # fmt: skip
     init_distributed(plan)
     return build_trainer(plan)
 
@@ -121,7 +117,7 @@ def held_out_loss(model, student: str, rows: list[dict]) -> float:
     import torch
     import torch.nn.functional as F
 
-    from distill.train_worker import prepare_tokenizer
+    from distill.train.worker import prepare_tokenizer
 
     tok = prepare_tokenizer(student, "<|im_end|>", "<|endoftext|>")
     model.eval()

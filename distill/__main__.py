@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from distill.config import register_configs
+from distill.pipeline import register_configs
 
 register_configs()
 

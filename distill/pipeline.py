@@ -1,26 +1,72 @@
-"""The driver: resolves each stage's config and runs the stages in order.
+"""The driver and the stage registry: resolves each stage's config and runs the stages in order.
+
+A stage is a package `distill/<name>/` whose `stage` module defines `Config` (its typed schema) and
+`run(cfg, paths) -> Manifest`; the registry imports it lazily, so `python -m distill stage=curate` starts
+without importing vLLM or DeepSpeed.
 
 A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experiment's `stages.<name>` <
 the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
 layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
-With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.slurm).
+With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.cluster.slurm).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from hydra import compose
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distill.manifest import Manifest
-from distill.paths import Paths
-from distill.slurm import submit_pipeline, validate
-from distill.stages import STAGES, stage_runner
+from distill.cluster.config import ClusterConfig, validate
+from distill.core.config import STAGES, DistillConfig
+from distill.core.manifest import Manifest
+from distill.core.paths import Paths
 
 log = logging.getLogger(__name__)
+STAGE_MODULES: dict[str, str] = {name: f"distill.{name}.stage" for name in STAGES}
+
+
+def stage_module(name: str) -> ModuleType:
+    if name not in STAGE_MODULES:
+        raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+    return importlib.import_module(STAGE_MODULES[name])
+
+
+def stage_runner(name: str) -> Callable:
+    return stage_module(name).run
+
+
+@dataclass
+class RootConfig(DistillConfig):
+    """The root schema with the cluster section typed (core leaves it Any: it never imports cluster)."""
+
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+def register_configs() -> None:
+    """Registers the root schema, the cluster schema and each stage's schema (each lives next to its code)."""
+    cs = ConfigStore.instance()
+    cs.store(name="distill_schema", node=RootConfig)
+    cs.store(group="schema", name="cluster", node=ClusterConfig)
+    for name in STAGES:
+        cs.store(group="schema/stage", name=name, node=stage_module(name).Config)
+
+
+def load_resolved(path: str | Path) -> DictConfig:
+    """A resolved config written by the driver, typed again (root and stage schemas), so that a process
+    without Hydra (a Slurm job, a local generate worker) sees exactly what the driver's stage saw."""
+    raw = OmegaConf.load(path)
+    stage = OmegaConf.merge(OmegaConf.structured(stage_module(raw.stage.name).Config), raw.pop("stage"))
+    root = OmegaConf.merge(OmegaConf.structured(RootConfig), raw)
+    root.stage = stage
+    return root
 
 
 def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -79,7 +125,9 @@ def run_pipeline(
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
     validate(cfg.cluster)
     if cfg.cluster.kind == "slurm":
-        return submit_pipeline(cfg, names, overrides, paths)
+        from distill.cluster.slurm import submit_pipeline
+
+        return submit_pipeline(cfg, names, lambda name: resolve_stage(cfg, name, overrides), paths)
     done: dict[str, Manifest] = {}
     for name in names:
         stage_cfg = resolve_stage(cfg, name, overrides)

@@ -39,7 +39,7 @@ def hydra_ctx() -> Iterator[None]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from distill.config import register_configs
+    from distill.pipeline import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -90,7 +90,7 @@ def start_vllm_server(args: list[str], port: int, timeout: float = 240) -> Itera
         "-m",
         "vllm.entrypoints.openai.api_server",
         *args,
-        "--enforce-eager",  # CPU: torch.compile doubles start-up for no decode speed-up (distill.config)
+        "--enforce-eager",  # CPU: torch.compile doubles start-up for no decode speed-up (distill.core.config)
         "--host",
         "127.0.0.1",
         "--port",

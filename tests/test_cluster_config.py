@@ -13,11 +13,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_root, hydra_ctx, run_distill, stage_config
-from distill.config import load_resolved
-from distill.paths import Paths
-from distill.pipeline import STAGES
-from distill.slurm import srun_ranks_command, stage_jobs
-from distill.slurm_job import job_port
+from distill.cluster.job import job_port
+from distill.cluster.launch import srun_ranks_command
+from distill.cluster.slurm import stage_jobs
+from distill.core.paths import Paths
+from distill.pipeline import STAGES, load_resolved
 
 CLUSTERS = sorted(p.stem for p in (REPO / "conf" / "cluster").glob("*.yaml"))
 
@@ -95,7 +95,7 @@ def test_batch_scripts_read_nothing_out_of_yaml():
     for script in (REPO / "slurm").glob("*.sbatch"):
         text = script.read_text()
         assert "#SBATCH" not in text and "grep" not in text and ".yaml" not in text, script
-        assert "distill.slurm_job" in text
+        assert "distill.cluster.job" in text
 
 
 @pytest.mark.parametrize(
@@ -148,23 +148,23 @@ def test_job_runner_loads_the_resolved_config_typed(tmp_path):
 
 
 def test_multi_node_launch_needs_an_allocation(tmp_path, monkeypatch):
-    from distill.launch import LaunchSpec
+    from distill.cluster.launch import LaunchSpec
 
     for k in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"):
         monkeypatch.delenv(k, raising=False)
     spec = LaunchSpec(num_processes=2, num_machines=2)
     with pytest.raises(RuntimeError, match="train.num_machines=2 needs a Slurm allocation"):
-        srun_ranks_command(spec, "distill.train_worker", [], tmp_path)
+        srun_ranks_command(spec, "distill.train.worker", [], tmp_path)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
-    cmd = srun_ranks_command(spec, "distill.train_worker", ["--config", "p.json"], tmp_path)
+    cmd = srun_ranks_command(spec, "distill.train.worker", ["--config", "p.json"], tmp_path)
     assert cmd[:2] == ["srun", "--nodes=2"] and "--kill-on-bad-exit=1" in cmd and "node-launch" in cmd
     assert (tmp_path / "launch.json").exists()
     assert job_port(7, 0) == job_port(7, 0) != job_port(7, 1) and 20000 <= job_port(123456, 3) < 30000
 
 
 def test_failed_submission_cancels_the_jobs_it_queued(tmp_path, monkeypatch):
-    import distill.slurm as slurm
+    import distill.cluster.slurm as slurm
 
     submitted, cancelled = [], []
 

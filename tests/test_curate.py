@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import run_distill
-from distill.io import read_rows, write_rows
-from distill.manifest import Manifest
-from distill.schemas import REJECTED, SAMPLE, TRAIN_PAIR, RowError
+from distill.core.io import read_rows, write_rows
+from distill.core.manifest import Manifest
+from distill.core.schemas import REJECTED, SAMPLE, TRAIN_PAIR, RowError
 
 PROMPT = "{p}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from distill.decontam import build_index, contaminated
-from distill.dedup import dedup_problems, normalize, select_samples
+from distill.curate.decontam import build_index, contaminated
+from distill.curate.dedup import dedup_problems, normalize, select_samples
 
 WORDS = "alpha beta gamma delta triangle circle radius integer prime sum product ratio area angle".split()
 

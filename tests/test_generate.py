@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_distill
-from distill.io import read_rows
-from distill.schemas import SAMPLE
+from distill.core.io import read_rows
+from distill.core.schemas import SAMPLE
 
 BASE = [
     "stage=generate",

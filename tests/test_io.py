@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from distill.io import AppendLog, atomic_write_text, read_rows, write_rows
-from distill.manifest import Manifest, config_key, finished
-from distill.schemas import PROBLEM, RowError
+from distill.core.io import AppendLog, atomic_write_text, read_rows, write_rows
+from distill.core.manifest import Manifest, config_key, finished
+from distill.core.schemas import PROBLEM, RowError
 
 GOOD = {"problem_id": "p1", "problem": "1 + 1 =", "answer": "2"}
 

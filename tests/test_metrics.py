@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.metrics import majority, pass_at_k, problem_scores, summarize
+from distill.eval.metrics import majority, pass_at_k, problem_scores, summarize
 
 
 def test_pass_at_k_hand_computed():

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from distill.config import ProblemSource
-from distill.io import write_rows
-from distill.paths import Paths
-from distill.problems import load_problems, shard_of
-from distill.schemas import RowError
+from distill.core.config import ProblemSource
+from distill.core.io import write_rows
+from distill.core.paths import Paths
+from distill.core.problems import load_problems, shard_of
+from distill.core.schemas import RowError
 
 
 def _paths(tmp_path):
@@ -81,7 +81,7 @@ def test_shards_partition_the_problems():
 def test_unknown_data_key_names_the_config_key_and_the_valid_names():
     from omegaconf import OmegaConf
 
-    from distill.problems import data_source
+    from distill.core.problems import data_source
 
     cfg = OmegaConf.create({"data": {"train": {"path": "a.jsonl"}, "heldout": {"path": "b.jsonl"}}})
     assert data_source(cfg, "train", "generate.problems").path == "a.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.router import Price, policy_costs, routing_table
+from distill.export.router import Price, policy_costs, routing_table
 
 
 def _m(acc, problems=10, p=100, c=400):

@@ -214,8 +214,8 @@ def test_a_dying_rank_ends_the_multi_node_job(slurm, tmp_path):
     """Rank 1 exits with 3 while rank 0 (on the other node) would wait for 10 min: the job must fail at once."""
     (tmp_path / "die_rank.py").write_text(DIE)
     launch = (
-        "import subprocess, sys; from pathlib import Path; from distill.launch import LaunchSpec; "
-        "from distill.slurm import srun_ranks_command; "
+        "import subprocess, sys; from pathlib import Path; from distill.cluster.launch import LaunchSpec; "
+        "from distill.cluster.launch import srun_ranks_command; "
         "spec = LaunchSpec(num_processes=2, num_machines=2); "
         f"sys.exit(subprocess.call(srun_ranks_command(spec, 'die_rank', [], Path({str(tmp_path)!r}))))"
     )

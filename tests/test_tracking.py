@@ -8,10 +8,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from distill.config import DistillConfig
-from distill.manifest import Manifest
-from distill.paths import Paths
-from distill.tracking import log_stage_outputs, scrub
+from distill.core.config import DistillConfig
+from distill.core.manifest import Manifest
+from distill.core.paths import Paths
+from distill.core.tracking import log_stage_outputs, scrub
 
 
 def wandb_logs(wandb_dir: Path, runs: int, needle: bytes, timeout: float = 30) -> list[bytes]:

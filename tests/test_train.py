@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TOY, compose_root, hydra_ctx, stage_config
-from distill.io import write_rows
-from distill.manifest import Manifest
-from distill.schemas import TRAIN_PAIR
+from distill.core.io import write_rows
+from distill.core.manifest import Manifest
+from distill.core.schemas import TRAIN_PAIR
 
 PROMPT = "{q}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -78,45 +78,26 @@ def fake_curate(run_dir: Path, rows_per_phase: int = 64) -> dict[str, Path]:
 
 
 def worker_plan(student: Path, train_file: Path, out: Path, **hparams) -> dict:
-    """A phase plan as the driver writes it, for in-process use of the worker's functions."""
+    """A phase plan as the driver writes it (the stage's own builder), for in-process use of the worker."""
+    from distill.train.stage import default_hparams
+    from distill.train.stage import worker_plan as build
+
     h = {
         "epochs": 1,
         "lr": 1e-3,
-        "min_lr_rate": 0.1,
         "warmup_ratio": 0.0,
-        "weight_decay": 0.0,
-        "max_grad_norm": 1.0,
         "per_device_batch_size": 2,
-        "grad_accum": 1,
         "max_length": 256,
         "packing": False,
-        "packing_strategy": "bfd",
         "padding_free": False,
-        "seed": 0,
-        "bf16": False,
-        "model_dtype": "float32",
         "attn_implementation": "sdpa",
-        "use_liger_kernel": False,
-        "gradient_checkpointing": False,
         "logging_steps": 1,
         "save_steps": 100,
         "save_total_limit": 1,
         "progress": False,
     } | hparams
-    return {
-        "phase": "phase1",
-        "init_model": str(student),
-        "train_file": str(train_file),
-        "val_file": None,
-        "output_dir": str(out),
-        "world_size": 1,
-        "deepspeed_config": None,
-        "use_cpu": True,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "hparams": h,
-        "wandb": {"enabled": False, "name": "t"},
-    }
+    return build(phase="phase1", init_model=str(student), train_file=train_file, output_dir=out,
+                 hparams=default_hparams(**h), wandb={"enabled": False, "name": "t"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +105,7 @@ def trainer_factory(tmp_path_factory):
     """Builds the real SFTTrainer of the stage in this process (world 1), for inspecting its labels."""
     from accelerate.state import AcceleratorState, PartialState
 
-    from distill.train_worker import build_trainer, init_distributed
+    from distill.train.worker import build_trainer, init_distributed
 
     student = student_dir(tmp_path_factory)
     root = tmp_path_factory.mktemp("train-unit")
@@ -191,7 +172,7 @@ def test_padding_free_without_packing_flattens_each_batch(trainer_factory):
 
 
 def test_padding_free_rows_over_max_length_are_an_error_not_a_cut(trainer_factory):
-    from distill.train_worker import prepare_tokenizer
+    from distill.train.worker import prepare_tokenizer
 
     tok = prepare_tokenizer(str(trainer_factory.student), "<|im_end|>", "<|endoftext|>")
     rows = [json.loads(line) for line in trainer_factory.files["phase1"].read_text().splitlines()]
@@ -228,14 +209,14 @@ def test_cpu_loss_scores_only_labelled_positions_with_the_same_loss(trainer_fact
 
 
 def test_pad_equal_to_eos_is_refused(tmp_path_factory):
-    from distill.train_worker import prepare_tokenizer
+    from distill.train.worker import prepare_tokenizer
 
     with pytest.raises(ValueError, match="never learn to stop"):
         prepare_tokenizer(str(student_dir(tmp_path_factory)), "<|im_end|>", "<|im_end|>")
 
 
 def test_world_size_guard():
-    from distill.train_worker import check_world_size
+    from distill.train.worker import check_world_size
 
     check_world_size(1, 1)
     with pytest.raises(RuntimeError, match="world size mismatch"):
@@ -243,7 +224,7 @@ def test_world_size_guard():
 
 
 def test_config_and_launch_command():
-    from distill.launch import LaunchSpec, accelerate_command, launch_env
+    from distill.cluster.launch import LaunchSpec, accelerate_command, launch_env
     from distill.pipeline import resolve_stage
 
     with hydra_ctx():
@@ -252,8 +233,8 @@ def test_config_and_launch_command():
         cfg = resolve_stage(root, "train", ["stage.strategy=zero3"])
     assert cfg.stage.name == "train" and list(cfg.stage.phases) == ["phase1", "phase2"]
     assert cfg.stage.strategy == "zero3" and cfg.stage.num_processes == 2
-    cmd = accelerate_command(LaunchSpec(num_processes=2, strategy="zero3"), "distill.train_worker", ["--x"])
-    assert cmd[-3:] == ["--module", "distill.train_worker", "--x"] and "--multi_gpu" in cmd
+    cmd = accelerate_command(LaunchSpec(num_processes=2, strategy="zero3"), "distill.train.worker", ["--x"])
+    assert cmd[-3:] == ["--module", "distill.train.worker", "--x"] and "--multi_gpu" in cmd
     assert "--multi_gpu" not in accelerate_command(LaunchSpec(num_processes=1), "m", [])
     env = launch_env(LaunchSpec(strategy="zero3"), {})
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and "ACCELERATE_USE_CPU" not in env
@@ -283,7 +264,7 @@ def test_varlen_sdpa_matches_masked_sdpa(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from distill.attention import register_varlen_sdpa
+    from distill.train.attention import register_varlen_sdpa
 
     register_varlen_sdpa()
     student = student_dir(tmp_path_factory)

@@ -1,7 +1,7 @@
 """Train stage on 2 CPU ranks through the real driver: ZeRO-2 curriculum, ZeRO-3 consolidation, W&B,
 skip/no-op reruns, the world-size guard, and resume after a SIGKILL mid-phase.
 
-DeepSpeed compiles its CPU comm op once per machine into TORCH_EXTENSIONS_DIR (distill.launch keeps it in
+DeepSpeed compiles its CPU comm op once per machine into TORCH_EXTENSIONS_DIR (distill.cluster.launch keeps it in
 ~/.cache/distill/torch_extensions); later runs start in seconds.
 """
 
@@ -179,14 +179,14 @@ def test_zero3_consolidated_and_reloaded(tmp_path_factory):
 
 def test_world_size_mismatch_fails(tmp_path_factory):
     """Ranks that do not form the configured world (here: 1 process for a 2-rank plan) must fail."""
-    from distill.launch import LaunchSpec, accelerate_command, launch_env, run_ranks
+    from distill.cluster.launch import LaunchSpec, accelerate_command, launch_env, run_ranks
 
     root = tmp_path_factory.mktemp("train-ws")
     files = fake_curate(root, rows_per_phase=8)
     plan = worker_plan(student_dir(tmp_path_factory), files["phase1"], root / "out") | {"world_size": 2}
     (root / "plan.json").write_text(json.dumps(plan))
     spec = LaunchSpec(num_processes=1)
-    cmd = accelerate_command(spec, "distill.train_worker", ["--config", str(root / "plan.json")])
+    cmd = accelerate_command(spec, "distill.train.worker", ["--config", str(root / "plan.json")])
     assert run_ranks(cmd, launch_env(spec), root / "ranks.log") != 0
     assert "world size mismatch: configured 2 ranks" in (root / "ranks.log").read_text()
     assert not (root / "out" / "final").exists()

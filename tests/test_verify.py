@@ -13,7 +13,8 @@ import pytest
 from sympy import srepr
 
 from conftest import REPO
-from distill.verify import Verifier, extract_answer, fast_parse, mv_parse, naive_verdict
+from distill.curate.answers import extract_answer
+from distill.curate.verify import Verifier, fast_parse, mv_parse, naive_verdict
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -113,7 +114,7 @@ sys.path.insert(0, "bench")
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 from curate_verify import JUNK, make_pairs
 from math_verify import parser
-from distill import verify as V
+from distill.curate import verify as V
 
 rng = random.Random(3)
 numbers = ["0046", "1,234", "1,000,000", "12.50", "3.", ".5", "007.25", "-0.0", "2.5\\\\%", "1e5", "10^{20}"]
@@ -173,7 +174,7 @@ def test_numeric_disproof_only_says_false_where_math_verify_does():
 
     from math_verify import verify
 
-    from distill.mv_speedups import surely_unequal
+    from distill.curate.mv_speedups import surely_unequal
 
     def exprs(texts):
         return [(t, x) for t in texts for x in mv_parse(t) if not isinstance(x, str)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import TOY, free_port, run_distill, start_vllm_server
-from distill.io import read_rows
-from distill.schemas import SAMPLE
+from distill.core.io import read_rows
+from distill.core.schemas import SAMPLE
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,55 @@ a problem's samples do not depend on which other problems shared its batch.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from distill.config import ModelRef, SamplingConfig
-from distill.paths import Paths
+from distill.core.config import ModelRef
+from distill.core.paths import Paths
+
+BACKENDS = ("vllm", "hf", "openai")
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 4
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 160
+    seed: int = 0
+
+
+@dataclass
+class EngineConfig:
+    backend: str = "vllm"  # vllm | hf | openai
+    # vllm
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    # None: eager on CPU, where torch.compile doubles engine start-up (measured on the toy teacher: ~65 s vs
+    # ~30 s) for no decode speed-up; compiled graphs elsewhere.
+    enforce_eager: bool | None = None
+    # None: on CPU with one worker, the engine core and its worker run inside this process. vLLM otherwise
+    # spawns two processes that each re-import vLLM: 30+ s of a toy engine's start-up, against ~3 s.
+    in_process: bool | None = None
+    enable_prefix_caching: bool = True
+    # None: off on CPU, where vLLM 0.32's per-request seeded sampling crashes when a chunked prefill
+    # discards a sampled token ("CPU Generator does not use offset"); vLLM's default elsewhere.
+    enable_chunked_prefill: bool | None = None
+    kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    # hf
+    hf_threads: int = 0  # 0: torch default
+    # openai
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    served_model: str | None = None
+    concurrency: int = 16
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 600.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,15 +84,18 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
 
 
+def model_location(ref: str, paths: Paths) -> str:
+    """The one local-or-hub resolver every stage uses: a local directory if the config names one that
+    exists (absolute, under the launch directory, or shipped in the repo), else the string as given, which
+    transformers and vLLM then read as a hub id (`org/name`, from the hub or the HF cache, with the
+    model's `revision`)."""
+    p = paths.resolve(ref)
+    return str(p) if p.exists() else ref
+
+
 def local_model_path(model: ModelRef, paths: Paths) -> str:
-    """A local directory if the config names one that exists, else the string as given (a hub id)."""
-    p = paths.resolve(model.path)
-    return str(p) if p.exists() else model.path
+    return model_location(model.path, paths)
 
 
 def local_tokenizer_path(model: ModelRef, paths: Paths) -> str:
-    return (
-        local_model_path(ModelRef(path=model.tokenizer), paths)
-        if model.tokenizer
-        else local_model_path(model, paths)
-    )
+    return model_location(model.tokenizer or model.path, paths)

@@ -1,0 +1,240 @@
+"""math-verify verdicts: fast, and identical to the plain per-row loop.
+
+The plain loop (open-r1's reward) parses the reference, parses the prediction and verifies, once per row:
+~500 rows/s/core. Real data has many samples per problem and few distinct answers, and math-verify is a
+pure function of its input strings, so the verifier here groups rows by reference text, parses each
+reference once, verifies each distinct prediction once, and skips the prediction parse where the
+prediction is the reference string itself (parse(pred) would be parse(ref): only the verify is left,
+done once per reference). Inside math-verify, `mv_speedups` caches pure functions and settles a wrong
+answer's comparisons by value where math-verify's own rules can only say False. No step changes an input
+string or a verdict; `bench/curate_verify.py` and tests check that on large generated sets.
+
+math-verify's timeouts use `signal.alarm`, which only works in a process's main thread: the work runs in
+worker processes (or, with `num_workers=0`, in the caller, which must then be a main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from distill.curate import mv_speedups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    parse_s: int = 5
+    verify_s: int = 5
+
+
+def mv_parse(text: str, t: Timeouts = Timeouts()) -> list:
+    """math-verify's parse of a bare answer string, as inline math (handles `10\\%`, `3.`)."""
+    from math_verify import parse
+
+    return parse(f"${text}$", parsing_timeout=t.parse_s)
+
+
+def parsed(p: list) -> bool:
+    """True when math-verify got a math object; a bare string fallback (e.g. `???`) does not count."""
+    return any(not isinstance(x, str) for x in p)
+
+
+def mv_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
+    from math_verify import verify
+
+    return bool(verify(gold, pred, timeout_seconds=t.verify_s))
+
+
+def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
+    """`mv_verify`, skipping the comparisons that `surely_unequal` settles without sympy's simplify.
+
+    math-verify's verdict is the OR of one comparison per (gold, prediction) item pair, each on its own;
+    a wrong answer pays for every one, `simplify` included (up to 30 ms for a junk answer).
+    """
+    for g in gold:
+        for p in pred:
+            if not (isinstance(g, str) or isinstance(p, str)) and mv_speedups.surely_unequal(
+                g, p, t.verify_s
+            ):
+                continue
+            if mv_verify([g], [p], t):
+                return True
+    return False
+
+
+def naive_verdict(reference: str | None, prediction: str, t: Timeouts = Timeouts()) -> bool | None:
+    """The plain per-row loop: parse reference, parse prediction, verify. The definition of a verdict."""
+    if reference is None:
+        return None
+    gold, pred = mv_parse(reference, t), mv_parse(prediction, t)
+    if not (parsed(gold) and parsed(pred)):
+        return None
+    return mv_verify(gold, pred, t)
+
+
+_INT = re.compile(r"-?\d{1,40}")
+_CACHE: dict[str, list] = {}
+
+
+def fast_parse(text: str, t: Timeouts = Timeouts()) -> list:
+    """`mv_parse`, memoised per process, and without the LaTeX parser for plain integers.
+
+    For an integer literal math-verify returns exactly `[Integer(n), text]` (tests check this against
+    `mv_parse` on thousands of literals), and ANTLR's parse of it costs 1-10 ms; everything else goes to
+    math-verify unchanged.
+    """
+    if (hit := _CACHE.get(text)) is not None:
+        return hit
+    if _INT.fullmatch(text):
+        import sympy
+
+        out = [sympy.Integer(int(text)), text]
+    else:
+        out = mv_parse(text, t)
+    if len(_CACHE) < mv_speedups.MEMO_MAX:
+        _CACHE[text] = out
+    return out
+
+
+def verify_group(
+    reference: str | None, predictions: list[str], t: Timeouts = Timeouts()
+) -> list[bool | None]:
+    """Verdicts of distinct predictions against one reference, parsing the reference once."""
+    return _verify_group(reference, predictions, t)[1]
+
+
+def _verify_group(
+    reference: str | None, predictions: list[str], t: Timeouts
+) -> tuple[bool, list[bool | None]]:
+    """(reference parsed?, verdicts)."""
+    if reference is None:
+        return False, [None] * len(predictions)
+    gold = fast_parse(reference, t)
+    if not parsed(gold):
+        return False, [None] * len(predictions)
+    out: list[bool | None] = []
+    self_verdict: bool | None = None
+    for p in predictions:
+        if p == reference:  # exact match: parse(p) is gold, no second parse
+            if self_verdict is None:
+                self_verdict = mv_verify(gold, gold, t)
+            out.append(self_verdict)
+            continue
+        pred = fast_parse(p, t)
+        out.append(fast_verify(gold, pred, t) if parsed(pred) else None)
+    return True, out
+
+
+def _verify_groups(
+    groups: list[tuple[str | None, list[str]]], t: Timeouts
+) -> list[tuple[bool, list[bool | None]]]:
+    return [_verify_group(ref, preds, t) for ref, preds in groups]
+
+
+def _warm() -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    for speed_up in mv_speedups.ALL:
+        speed_up()
+    mv_parse("1")
+
+
+# One of each construct that answers use. ANTLR builds its prediction DFA lazily, per process: a cold
+# parser spends ~60 ms on a LaTeX answer, a warm one ~2 ms. Parsing these once in the parent before the
+# workers fork hands every worker a warm DFA instead of each paying the warm-up on real answers.
+WARM_LATEX = (
+    "\\frac{3}{7}", "\\dfrac{12}{5}", "3\\sqrt{2}", "\\sqrt{18}", "2 \\sqrt 3", "2\\cdot\\sqrt{5}", "3\\pi",
+    "\\pi \\cdot 2", "\\{1, 2, 3\\}", "1, 2, 3", "[-3, 5)", "(-2, 4]", "[ -1 , 2 )", "\\text{(A)}", "\\textbf{B}",
+    "(C)", "\\pm 5", "5, -5", "6!", "x^2 + 5", "x^{3}+4", "12.5", "25\\%", "1,234", "10.00", "x = 4",
+    "4 \\text{ apples}", "\\text{4}", "0.125", "\\infty", "a+b", "\\frac{\\sqrt{3}}{2}", "2^{10}",
+    "\\left(1,2\\right)", "\\emptyset",
+)  # fmt: skip
+
+
+def warm_parser(groups: list[tuple[str | None, list[str]]], t: Timeouts) -> None:
+    """Warms ANTLR in this process when any string will reach the LaTeX parser (not for integer-only data)."""
+    if all((r is None or _INT.fullmatch(r)) and all(_INT.fullmatch(p) for p in ps) for r, ps in groups):
+        return
+    _warm()
+    for text in WARM_LATEX:
+        mv_parse(text, t)
+
+
+class Verifier:
+    """Verdicts for (reference, prediction) pairs, deduplicated and spread over worker processes."""
+
+    def __init__(
+        self, num_workers: int | None = None, timeouts: Timeouts = Timeouts(), start_method: str = "fork"
+    ):
+        self.num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+        self.timeouts = timeouts
+        self.start_method = start_method
+        self.distinct_pairs = 0
+        self.distinct_references = 0
+        self.unparsed_references: set[str] = set()  # references math-verify cannot parse
+
+    def verdicts(
+        self, pairs: list[tuple[str | None, str | None]], on_done: Callable[[int], None] | None = None
+    ) -> list[bool | None]:
+        """One verdict per pair, in order; a pair without a prediction gets None without any work."""
+        by_ref: dict[str | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, (ref, pred) in enumerate(pairs):
+            if pred is not None:
+                by_ref[ref][pred].append(i)
+        groups = [(ref, list(preds)) for ref, preds in by_ref.items()]
+        self.distinct_references = len(groups)
+        self.distinct_pairs = sum(len(p) for _, p in groups)
+        out: list[bool | None] = [None] * len(pairs)
+        if on_done and (skipped := sum(p is None for _, p in pairs)):
+            on_done(skipped)
+        for batch, results in self._run(groups):
+            for (ref, preds), (ok, res) in zip(batch, results, strict=True):
+                if not ok and ref is not None:
+                    self.unparsed_references.add(ref)
+                for pred, v in zip(preds, res, strict=True):
+                    rows = by_ref[ref][pred]
+                    for i in rows:
+                        out[i] = v
+                    if on_done:
+                        on_done(len(rows))
+        return out
+
+    def _batches(self, groups: list, size: int) -> list[list]:
+        """Batches of about `size` predictions; big groups first so the tail is short."""
+        groups = sorted(groups, key=lambda g: -len(g[1]))
+        batches, cur, n = [], [], 0
+        for g in groups:
+            cur.append(g)
+            n += len(g[1]) + 1
+            if n >= size:
+                batches.append(cur)
+                cur, n = [], 0
+        return batches + ([cur] if cur else [])
+
+    def _run(self, groups: list):
+        if not groups:
+            return
+        if self.num_workers <= 0:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("num_workers=0 verifies in this process, which must be its main thread")
+            for b in self._batches(groups, 64):
+                yield b, _verify_groups(b, self.timeouts)
+            return
+        import multiprocessing as mp
+
+        total = sum(len(p) + 1 for _, p in groups)
+        size = max(8, min(256, total // (self.num_workers * 8) or 8))
+        ctx = mp.get_context(self.start_method)
+        if self.start_method == "fork":
+            warm_parser(groups, self.timeouts)
+        with ProcessPoolExecutor(self.num_workers, mp_context=ctx, initializer=_warm) as ex:
+            futs = {ex.submit(_verify_groups, b, self.timeouts): b for b in self._batches(groups, size)}
+            for f in as_completed(futs):
+                yield futs[f], f.result()

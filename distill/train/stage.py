@@ -1,0 +1,369 @@
+"""The train stage: curriculum SFT of the student, one phase after another, on the pairs curate wrote.
+
+Each phase runs in its own directory `<run>/train/<phase>/` with its own manifest: phase 1 starts from the
+student's weights, phase k from phase k-1's `final/`, and nothing of an earlier phase is ever written again.
+A finished phase (manifest with a matching key) is skipped; an interrupted one resumes from its last
+checkpoint; a phase whose key changed (config, data, or an earlier phase) starts over in a clean dir.
+
+The driver (Hydra) writes each phase's resolved plan to `<phase>/plan.json` and starts the ranks with
+`accelerate launch -m distill.train.worker --config plan.json` (see distill.cluster.launch). With `num_machines > 1`
+(a multi-node Slurm job, distill.cluster.slurm) the same launcher runs once per node under `srun`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from distill.cluster.launch import (
+    LaunchSpec,
+    accelerate_command,
+    deepspeed_config_path,
+    launch_env,
+    log_tail,
+    run_ranks,
+)
+from distill.core.io import atomic_write_json
+from distill.core.manifest import Manifest, config_key, model_fingerprint, stage_key, up_to_date, upstream
+from distill.core.paths import Paths
+from distill.core.report import summary_table
+from distill.engines.base import model_location
+
+log = logging.getLogger(__name__)
+STAGE = "train"
+WORKER = "distill.train.worker"
+
+
+@dataclass
+class PhaseOverride:
+    """Per-phase values that replace the stage-wide ones (None: keep the stage value)."""
+
+    epochs: float | None = None
+    lr: float | None = None
+    max_length: int | None = None
+    per_device_batch_size: int | None = None
+    grad_accum: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    name: str = "train"
+    phases: list[str] = field(default_factory=lambda: ["phase1", "phase2"])
+    # Overrides per phase. Entries are declared in conf/stage/train.yaml (phase1, phase2): the composed config
+    # is in struct mode, so `stage.per_phase.phase2.lr=...` works and a new phase name needs a new entry there.
+    per_phase: dict[str, PhaseOverride] = field(default_factory=dict)
+    # launch
+    strategy: str = "ddp"  # ddp | zero1 | zero2 | zero3 (conf/deepspeed/<name>.json)
+    num_processes: int = 2
+    num_machines: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    threads_per_rank: int = 1
+    main_process_port: int | None = None
+    # optimisation
+    epochs: float = 3.0
+    lr: float = 1e-4
+    min_lr_rate: float = 0.1  # cosine decays to lr * min_lr_rate
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    per_device_batch_size: int = 1
+    grad_accum: int = 1
+    max_length: int = 1024
+    # packing: rows packed once (BFD) into per_device_batch_size blocks of max_length tokens, padding-free.
+    # packing=false, padding_free=true: each step's per_device_batch_size rows (re-drawn every epoch) are
+    # flattened into one padding-free row: the padded batches' steps and composition without the padding.
+    packing: bool = True
+    packing_strategy: str = "bfd"
+    padding_free: bool = True  # implied by packing
+    seed: int = 0
+    bf16: bool = True  # ignored on CPU
+    model_dtype: str = "float32"
+    # varlen_sdpa: SDPA per packed document (distill.train.attention), the CPU stand-in for flash-attn varlen
+    attn_implementation: str = "varlen_sdpa"
+    use_liger_kernel: bool = False  # GPU only
+    gradient_checkpointing: bool = False  # GPU only
+    eos_token: str = "<|im_end|>"
+    pad_token: str = "<|endoftext|>"
+    # bookkeeping
+    logging_steps: int = 5
+    save_steps: int = 50
+    save_total_limit: int = 2
+    progress: bool = True
+    # W&B settings are the shared root `wandb` section (distill.core.config.WandbConfig): one run per phase.
+
+
+Config = TrainConfig
+# Fields that change how the stage runs but not what it writes: left out of the key.
+NOT_IN_KEY = {
+    "progress",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "main_process_port",
+    "threads_per_rank",
+    "phases",  # each phase is keyed on its own name and its predecessor's key
+    "per_phase",  # folded into each phase's hparams
+}
+HPARAMS = (
+    "epochs lr min_lr_rate warmup_ratio weight_decay max_grad_norm per_device_batch_size grad_accum max_length "
+    "packing packing_strategy padding_free seed bf16 model_dtype attn_implementation use_liger_kernel gradient_checkpointing "
+    "logging_steps save_steps save_total_limit progress"
+).split()
+
+
+def use_cpu(device: str) -> bool:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device={device!r}; valid: auto, cpu, cuda")
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
+
+
+def phase_hparams(g: DictConfig, phase: str) -> dict[str, Any]:
+    """The stage-wide hyper-parameters with this phase's overrides applied."""
+    h = {k: OmegaConf.to_container(g, resolve=True)[k] for k in HPARAMS}
+    over = g.per_phase.get(phase)
+    if over is not None:
+        h.update({k: v for k, v in OmegaConf.to_container(over, resolve=True).items() if v is not None})
+    return h
+
+
+def curate_inputs(paths: Paths, phase: str) -> tuple[dict, dict | None]:
+    """(train, val or None) input records for a phase from curate's manifest (outputs `<phase>[_val]`)."""
+    cur = upstream(paths, "curate", f"train {phase}")
+    if phase not in cur.outputs:
+        raise KeyError(
+            f"curate wrote no output {phase!r} (has: {', '.join(cur.outputs)}): check train.phases"
+        )
+
+    def record(name: str) -> dict:
+        return {"name": name, "path": str(cur.output_path(name)), "sha256": None, "key": f"{cur.key}:{name}"}
+
+    val = f"{phase}_val"
+    return record(phase), (record(val) if val in cur.outputs else None)
+
+
+def wandb_id(run_name: str, phase: str, key: str) -> str:
+    """W&B run ids allow letters, digits, '-' and '_': one id per (run, phase, key)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_name}-{phase}-{key}")[:120]
+
+
+def default_hparams(**overrides: Any) -> dict[str, Any]:
+    """The hyper-parameters of a plan: TrainConfig's defaults, then `overrides` (an unknown name is an
+    error, so a test or bench cannot drift from what the stage trains with)."""
+    unknown = set(overrides) - set(HPARAMS)
+    if unknown:
+        raise KeyError(f"unknown train hyper-parameter(s) {sorted(unknown)}; valid: {', '.join(HPARAMS)}")
+    base = TrainConfig()
+    return {k: getattr(base, k) for k in HPARAMS} | overrides
+
+
+def worker_plan(
+    *,
+    phase: str,
+    init_model: str,
+    train_file: str | Path,
+    output_dir: str | Path,
+    hparams: dict[str, Any],
+    val_file: str | Path | None = None,
+    world_size: int = 1,
+    strategy: str = "ddp",
+    use_cpu: bool = True,
+    eos_token: str = TrainConfig.eos_token,
+    pad_token: str = TrainConfig.pad_token,
+    init_revision: str | None = None,
+    tokenizer: str | None = None,
+    chat_template: str | None = None,
+    wandb: dict | None = None,
+    **extra: Any,
+) -> dict:
+    """Everything a rank needs, resolved: the worker reads this and nothing else. The one builder of a
+    plan: the driver, the tests and the benches all call it."""
+    missing = set(HPARAMS) - set(hparams)
+    if missing:
+        raise KeyError(f"plan for {phase}: hparams lack {sorted(missing)} (start from default_hparams())")
+    ds = deepspeed_config_path(strategy)
+    return {
+        "phase": phase,
+        **extra,
+        "init_model": str(init_model),
+        "init_revision": init_revision,
+        "tokenizer": tokenizer,
+        "chat_template": chat_template,
+        "train_file": str(train_file),
+        "val_file": str(val_file) if val_file else None,
+        "output_dir": str(output_dir),
+        "world_size": world_size,
+        "strategy": strategy,
+        "deepspeed_config": str(ds) if ds else None,
+        "use_cpu": use_cpu,
+        "eos_token": eos_token,
+        "pad_token": pad_token,
+        "hparams": dict(hparams),
+        "wandb": wandb or {"enabled": False, "name": phase},
+    }
+
+
+def phase_plan(
+    cfg: DictConfig, paths: Paths, phase: str, key: str, prev: Manifest | None, io: tuple, out: Path
+) -> dict:
+    """The driver's plan of one phase. Phase 1 loads the student as configured (local or hub, with its
+    revision, tokenizer and chat template); later phases load the previous phase's `final/`."""
+    g, s = cfg.stage, cfg.student
+    first = prev is None
+    init = model_location(s.path, paths) if first else prev.outputs["model"]["path"]
+    run_dir = out.parent.parent
+    return worker_plan(
+        phase=phase,
+        key=key,
+        run_name=cfg.run.name,
+        init_model=init,
+        init_revision=s.revision if first else None,
+        tokenizer=model_location(s.tokenizer, paths) if first and s.tokenizer else None,
+        chat_template=s.chat_template if first else None,
+        train_file=io[0]["path"],
+        val_file=io[1]["path"] if io[1] else None,
+        output_dir=out,
+        world_size=g.num_processes,
+        strategy=g.strategy,
+        use_cpu=use_cpu(g.device),
+        eos_token=g.eos_token,
+        pad_token=g.pad_token,
+        student=OmegaConf.to_container(s, resolve=True),
+        hparams=phase_hparams(g, phase),
+        wandb={
+            **OmegaConf.to_container(cfg.wandb, resolve=True),
+            "enabled": bool(cfg.wandb.enabled and cfg.wandb.mode != "disabled"),
+            "group": cfg.run.name,
+            "name": f"{cfg.run.name}-{phase}",
+            "id": wandb_id(cfg.run.name, phase, key),
+            "dir": str(run_dir),  # <run>/wandb/, beside the other stages' W&B runs (distill.core.tracking)
+        },
+    )
+
+
+def _reset_if_stale(out: Path, key: str, force: bool) -> None:
+    """A phase dir left by another key (or forced) is cleared: its checkpoints must not be resumed."""
+    plan_file = out / "plan.json"
+    stale = plan_file.exists() and json.loads(plan_file.read_text()).get("key") != key
+    if out.exists() and (force or stale):
+        log.info("train: clearing %s (%s)", out, "force" if force else "config changed")
+        shutil.rmtree(out)
+
+
+def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
+    """Runs the ranks for one phase; returns the worker's train_log.json."""
+    g = cfg.stage
+    spec = LaunchSpec(
+        num_processes=g.num_processes,
+        strategy=g.strategy,
+        use_cpu=plan["use_cpu"],
+        num_machines=g.num_machines,
+        main_process_port=g.main_process_port,
+        threads_per_rank=g.threads_per_rank,
+    )
+    env = launch_env(spec)
+    env["WANDB_MODE"] = cfg.wandb.mode if plan["wandb"]["enabled"] else "disabled"
+    env["WANDB_DIR"] = plan["wandb"]["dir"]
+    (out / "train_log.json").unlink(missing_ok=True)
+    args = ["--config", str(out / "plan.json")]
+    if spec.num_machines > 1:
+        from distill.cluster.launch import srun_ranks_command
+
+        cmd = srun_ranks_command(spec, WORKER, args, out)
+    else:
+        cmd = accelerate_command(spec, WORKER, args)
+    rc = run_ranks(cmd, env, out / "ranks.log")
+    if rc != 0:
+        raise RuntimeError(
+            f"train {plan['phase']}: ranks exited with {rc}; log {out / 'ranks.log'}:\n{log_tail(out / 'ranks.log')}"
+        )
+    return json.loads((out / "train_log.json").read_text())
+
+
+def run_phase(
+    cfg: DictConfig, paths: Paths, phase: str, prev: Manifest | None, inputs: list[dict]
+) -> Manifest:
+    """Trains one phase (or skips it when finished) and writes its manifest last."""
+    g = cfg.stage
+    out = paths.stage_dir(STAGE) / phase
+    io = curate_inputs(paths, phase)
+    phase_inputs = [*inputs, io[0], *([io[1]] if io[1] else [])]
+    if prev is not None:
+        phase_inputs.append(
+            {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
+        )
+    keyed = {"stage": g, "student": cfg.student, "phase": phase, "hparams": phase_hparams(g, phase)}
+    key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
+    if m := up_to_date(out, key, cfg.force, f"train {phase}"):
+        return m
+    _reset_if_stale(out, key, bool(cfg.force))
+    plan = phase_plan(cfg, paths, phase, key, prev, io, out)
+    plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.core.tracking.log_artifact)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "plan.json", plan)
+    t0 = time.perf_counter()
+    result = _launch(cfg, plan, out)
+    final = out / "final"
+    if not (final / "config.json").exists():
+        raise RuntimeError(f"train {phase}: ranks finished but {final} has no config.json")
+    m = Manifest(
+        stage=STAGE,
+        key=key,
+        config={"phase": phase, **{k: v for k, v in plan.items() if k not in ("wandb", "key", "lineage")}},
+        inputs=phase_inputs,
+        outputs={"model": {"path": str(final)}, "log": {"path": str(out / "train_log.json")}},
+        metrics={k: v for k, v in result.items() if k != "log_history"},
+        timings={"train_s": time.perf_counter() - t0},
+    )
+    m.write(out)
+    return m
+
+
+def run(cfg: DictConfig, paths: Paths) -> Manifest:
+    g = cfg.stage
+    if not g.phases:
+        raise ValueError("train.phases is empty: name at least one curate output to train on")
+    t_start = time.perf_counter()
+    out_dir = paths.stage_dir(STAGE)
+    student = model_fingerprint(
+        paths.resolve(cfg.student.path), cfg.student.name, cfg.student.revision, "student"
+    )
+    phases: list[Manifest] = []
+    for phase in g.phases:
+        phases.append(run_phase(cfg, paths, phase, phases[-1] if phases else None, [student]))
+    key = config_key({"phases": list(g.phases)}, [m.key for m in phases])
+    if m := up_to_date(out_dir, key, cfg.force, "train"):
+        return m
+    last = phases[-1]
+    m = Manifest(
+        stage=STAGE,
+        key=key,
+        config=OmegaConf.to_container(g, resolve=True),
+        inputs=[
+            {"name": p.config["phase"], "path": str(out_dir / p.config["phase"]), "key": p.key}
+            for p in phases
+        ],
+        outputs={
+            "model": {"path": last.outputs["model"]["path"]},
+            **{p.config["phase"]: {"path": p.outputs["model"]["path"]} for p in phases},
+        },
+        metrics={p.config["phase"]: p.metrics for p in phases},
+        timings={"total_s": time.perf_counter() - t_start},
+    )
+    m.write(out_dir)
+    summary_table(
+        "train",
+        {f"{p.config['phase']}.{k}": v for p in phases for k, v in p.metrics.items() if k != "eval"},
+    )
+    return m

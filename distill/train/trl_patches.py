@@ -1,0 +1,39 @@
+"""Narrow patches of TRL internals that the train worker applies, each guarded so that a TRL rename
+leaves TRL's own behaviour in place rather than breaking training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def score_label_positions_only(trainer: Any) -> None:
+    """TRL's fused LM head scores only the positions that carry a label on Triton devices, and every
+    position elsewhere (a constant tile shape for compiled backends such as Neuron). On CPU ranks nothing
+    recompiles, and prompt tokens are ~2/3 of a toy batch: scoring just the labelled ones is the same loss
+    (masked positions contribute exact zeros either way) for ~10% of a toy step. TRL's switch is a private
+    module global, so it is set only around this trainer's loss and left alone if TRL renames it.
+    """
+    import contextlib
+
+    import trl.trainer.utils as trl_utils
+
+    triton = getattr(trl_utils, "_use_triton", None)
+    if triton is None:
+        return
+
+    @contextlib.contextmanager
+    def compact() -> Any:
+        trl_utils._use_triton = lambda device: device.type == "cpu" or triton(device)
+        try:
+            yield
+        finally:
+            trl_utils._use_triton = triton
+
+    compute_loss = trainer.compute_loss
+
+    def compute_loss_compact(*args: Any, **kwargs: Any) -> Any:
+        with compact():
+            return compute_loss(*args, **kwargs)
+
+    trainer.compute_loss = compute_loss_compact

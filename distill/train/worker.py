@@ -1,0 +1,316 @@
+"""One training rank of one curriculum phase: `python -m distill.train.worker --config <phase plan JSON>`.
+
+Started by `accelerate launch` from the driver (distill.train.stage); plain python, never Hydra. The plan file
+holds everything resolved (paths, hyper-parameters, strategy, world size, W&B settings), so every rank sees
+the same values. The rank checks the world size before it builds anything: a launcher that silently starts
+N independent world-1 trainings (e.g. `accelerate launch --cpu`, or DDP without use_cpu on CPU) fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.cluster.launch import die_with_parent
+from distill.train.attention import register_varlen_sdpa
+from distill.train.tokenizer import prepare_tokenizer
+from distill.train.trl_patches import score_label_positions_only
+
+
+def init_distributed(plan: dict) -> Any:
+    """Creates the process group (gloo on CPU) before SFTConfig, and checks the world size.
+
+    DeepSpeed on CPU ranks needs ACCELERATE_USE_DEEPSPEED and a pre-made PartialState (then SFTConfig uses it
+    via `use_configured_state`), else it miscounts the world and rejects its own batch-size arithmetic.
+    """
+    from accelerate import PartialState
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # else one plain process: no process group
+    kwargs: dict[str, Any] = {"backend": "gloo"} if plan["use_cpu"] and launched else {}
+    if plan["deepspeed_config"]:
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    elif plan["use_cpu"]:
+        kwargs["cpu"] = True
+    state = PartialState(**kwargs)
+    check_world_size(state.num_processes, plan["world_size"])
+    return state
+
+
+def check_world_size(actual: int, expected: int) -> None:
+    """N ranks that each see world size 1 would train N independent copies and look healthy: refuse."""
+    import torch.distributed as dist
+
+    seen = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if actual != expected or seen != expected:
+        raise RuntimeError(
+            f"world size mismatch: configured {expected} ranks, accelerate sees {actual}, torch.distributed "
+            f"sees {seen}; the launcher did not form one process group (check --multi_gpu / use_cpu)"
+        )
+
+
+def sft_config(plan: dict) -> Any:
+    """SFTConfig from the plan; CPU forces the settings measured to work (no bf16, pin memory, Liger)."""
+    from trl import SFTConfig
+
+    h, cpu = plan["hparams"], plan["use_cpu"]
+    ds = plan["deepspeed_config"]
+    flat = not h["packing"] and h["padding_free"]
+    return SFTConfig(
+        output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
+        num_train_epochs=h["epochs"],
+        learning_rate=h["lr"],
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": h["min_lr_rate"]},
+        warmup_steps=h["warmup_ratio"],  # a float < 1 is a ratio of the total steps
+        weight_decay=h["weight_decay"],
+        max_grad_norm=h["max_grad_norm"],
+        per_device_train_batch_size=h["per_device_batch_size"],
+        per_device_eval_batch_size=h["per_device_batch_size"],
+        gradient_accumulation_steps=h["grad_accum"],
+        max_length=None if flat else h["max_length"],  # TRL cannot truncate flattened rows: check_lengths
+        packing=h["packing"],
+        packing_strategy=h["packing_strategy"],
+        padding_free=h["packing"] or flat,
+        assistant_only_loss=True,
+        eos_token=plan["eos_token"],
+        shuffle_dataset=True,
+        seed=h["seed"],
+        data_seed=h["seed"],
+        bf16=h["bf16"] and not cpu,
+        use_cpu=cpu and not ds,  # DeepSpeed runs on its own CPU accelerator
+        use_liger_kernel=h["use_liger_kernel"] and not cpu,
+        gradient_checkpointing=h["gradient_checkpointing"] and not cpu,
+        dataloader_pin_memory=not cpu,
+        deepspeed=ds,
+        accelerator_config={"use_configured_state": True},
+        ddp_backend="gloo" if cpu else None,
+        logging_steps=h["logging_steps"],
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=h["save_steps"],
+        save_total_limit=h["save_total_limit"],
+        eval_strategy="no",
+        report_to=["wandb"] if plan["wandb"]["enabled"] else "none",
+        run_name=plan["wandb"]["name"],
+        disable_tqdm=not h["progress"],
+        dataset_num_proc=None,
+    )
+
+
+def load_rows(path: str | None) -> Any:
+    """A TRAIN_PAIR jsonl as a `datasets.Dataset` of conversations (lineage columns dropped)."""
+    if not path:
+        return None
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=path, split="train")
+    return ds.select_columns(["messages"])
+
+
+def build_trainer(plan: dict) -> Any:
+    """The SFTTrainer for one phase; importable so tests can inspect its prepared labels in-process."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    revision = plan.get("init_revision")
+    tok = prepare_tokenizer(
+        plan.get("tokenizer") or plan["init_model"],
+        plan["eos_token"],
+        plan["pad_token"],
+        revision=None if plan.get("tokenizer") else revision,
+        chat_template=plan.get("chat_template"),
+    )
+    args = sft_config(plan)
+    h = plan["hparams"]
+    register_varlen_sdpa()
+    model = AutoModelForCausalLM.from_pretrained(
+        plan["init_model"],
+        revision=revision,
+        dtype=getattr(torch, h["model_dtype"]),
+        attn_implementation=h["attn_implementation"],
+        use_safetensors=True,
+    )
+    if args.max_length is None:
+        check_lengths(tok, plan, h["max_length"])
+    eos_id = tok.eos_token_id
+    model.config.eos_token_id = eos_id
+    gen_eos = model.generation_config.eos_token_id
+    if gen_eos is None or (eos_id not in gen_eos if isinstance(gen_eos, list) else gen_eos != eos_id):
+        model.generation_config.eos_token_id = eos_id
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_rows(plan["train_file"]),
+        eval_dataset=load_rows(plan.get("val_file")),
+        processing_class=tok,
+    )
+    if plan["use_cpu"]:
+        score_label_positions_only(trainer)
+    return trainer
+
+
+def check_lengths(tok: Any, plan: dict, max_length: int) -> None:
+    """Unpacked padding-free rows are not truncated (a cut trace loses its answer and its end-of-turn
+    token): a row over max_length is an error naming its file and row, not a silent cut. Checked on the
+    files in their own order, before TRL shuffles them."""
+    for name in ("train_file", "val_file"):
+        if not plan.get(name):
+            continue
+        for i, row in enumerate(load_rows(plan[name])):
+            n = len(tok.apply_chat_template(row["messages"], return_dict=True)["input_ids"])
+            if n > max_length:
+                raise ValueError(
+                    f"{plan[name]}: row {i + 1} has {n} tokens > max_length={max_length}; raise "
+                    "stage.max_length or filter by length in curate"
+                )
+
+
+def init_wandb(plan: dict, is_main: bool) -> Any:
+    """One W&B run per phase, created here (rank 0) so project/entity/group/id come from the config.
+
+    The Trainer's callback reuses an active run. A stable id per phase key lets a resumed phase continue
+    its own run instead of starting a second one.
+    """
+    w = plan["wandb"]
+    if not (w["enabled"] and is_main):
+        return None
+    import wandb
+
+    from distill.core.tracking import scrub
+
+    Path(w["dir"]).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=w["project"],
+        entity=w["entity"],
+        group=w["group"],
+        name=w["name"],
+        id=w["id"],
+        resume="allow",
+        dir=w["dir"],
+        mode=w["mode"],
+        job_type="train",
+        tags=list(w["tags"]),
+        config={"distill": scrub(plan)},
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint (trainer_state.json written last by the Trainer), else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = output_dir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(ckpt_dir))
+    return last if last and (Path(last) / "trainer_state.json").exists() else None
+
+
+def save_final(trainer: Any, out: Path, state: Any) -> None:
+    """Consolidated safetensors + config + tokenizer into `<phase>/final/`, renamed in place when complete.
+
+    Under ZeRO-3 every rank must join `save_model` (it gathers the shards: the DeepSpeed configs set
+    `stage3_gather_16bit_weights_on_model_save`); rank 0 writes.
+    """
+    tmp = out / "final.tmp"
+    if state.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    state.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if not (tmp / "model.safetensors").exists() and not any(tmp.glob("model-*.safetensors")):
+            raise RuntimeError(f"{tmp}: save_model wrote no safetensors weights")
+        trainer.model.generation_config.save_pretrained(tmp)
+        final = out / "final"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    state.wait_for_everyone()
+
+
+def train_summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) -> dict:
+    """What the driver puts in the phase manifest: losses, tokens/s, steps, world size, resume point."""
+    hist = trainer.state.log_history
+    losses = [(r["step"], r["loss"]) for r in hist if "loss" in r]
+    ds = trainer.train_dataset
+    tokens_per_epoch = sum(len(x) for x in ds["input_ids"])
+    epochs = trainer.args.num_train_epochs
+    train_rows = [r for r in hist if "train_runtime" in r]
+    runtime = train_rows[-1]["train_runtime"] if train_rows else seconds
+    return {
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "first_logged_step": losses[0][0] if losses else None,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": Path(resumed_from).name if resumed_from else None,
+        "resume_step": int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0,
+        "train_tokens_per_epoch": tokens_per_epoch,
+        "tokens_per_s": tokens_per_epoch * epochs / max(runtime, 1e-9) if not resumed_from else None,
+        "train_runtime_s": runtime,
+        "wall_s": seconds,
+        "log_history": hist,
+    }
+
+
+_T0 = time.perf_counter()
+
+
+def mark(state: Any, msg: str) -> None:
+    """Rank-0 progress with elapsed seconds: start-up, data prep and saving dominate short phases."""
+    if state.is_main_process:
+        print(f"[distill] train worker +{time.perf_counter() - _T0:.1f}s: {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="phase plan JSON written by distill.train.stage")
+    plan = json.loads(Path(p.parse_args(argv).config).read_text())
+    t0 = time.perf_counter()
+    state = init_distributed(plan)
+    mark(state, f"{state.num_processes} ranks up ({state.distributed_type})")
+    out = Path(plan["output_dir"])
+    run = init_wandb(plan, state.is_main_process)
+    mark(state, "W&B ready")
+    trainer = build_trainer(plan)
+    mark(state, f"trainer built ({len(trainer.train_dataset)} packed rows)")
+    if trainer.args.world_size != plan["world_size"]:
+        raise RuntimeError(f"Trainer world size {trainer.args.world_size} != configured {plan['world_size']}")
+    resume = last_checkpoint(out)
+    if resume and state.is_main_process:
+        print(f"[distill] train {plan['phase']}: resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    mark(state, "trained")
+    metrics = {}
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+    save_final(trainer, out, state)
+    mark(state, "final weights saved")
+    if state.is_main_process:
+        summary = train_summary(trainer, resume, time.perf_counter() - t0, state.num_processes)
+        summary["eval"] = metrics
+        (out / "train_log.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if run is not None:
+        from distill.core.tracking import log_artifact
+
+        run_dir = Path(plan["wandb"]["dir"])
+        name = f"{plan['run_name']}-{plan['phase']}"
+        log_artifact(
+            run, run_dir, name, "model", plan["key"], {"final": out / "final"}, plan.get("lineage", [])
+        )
+        run.finish()
+    mark(state, "done")
+    state.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
