@@ -1,4 +1,5 @@
-"""The openai backend: retries with backoff against a flaky local endpoint; the key is never written."""
+"""The openai backend: retries with backoff against a flaky local endpoint; the key is never written.
+Every other fault of a misbehaving endpoint is in test_openai_faults.py."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def test_openai_backend_retries_and_hides_key(flaky_server, tmp_path, monkeypatc
     )["generate"]
     assert m.outputs["samples"]["rows"] == 6
     assert len(_Flaky.calls) == 6 + 2  # two 503s retried
+    assert m.metrics["retries"] == 2 and m.metrics["retries_by_cause"] == {"http_503": 2}
+    assert m.metrics["give_ups"] == 0
     assert all(c["auth"] == f"Bearer {SECRET}" for c in _Flaky.calls)
     assert {c["body"]["model"] for c in _Flaky.calls} == {"toy-teacher"}
     rows = [
@@ -84,7 +87,9 @@ def test_openai_backend_retries_and_hides_key(flaky_server, tmp_path, monkeypatc
 def test_openai_backend_gives_up_with_a_clear_error(flaky_server, tmp_path):
     _Flaky.fail_first = 10**6
     try:
-        with pytest.raises(RuntimeError, match="gave up after 2 tries"):
+        with pytest.raises(
+            RuntimeError, match=f"gave up after 2 tries .*{flaky_server}/chat/completions: HTTP 503"
+        ):
             run_distill(
                 ["stage=generate", "experiment=openai_teacher", f"run.root={tmp_path}",
                  f"stage.engine.base_url={flaky_server}", "stage.engine.max_retries=1",

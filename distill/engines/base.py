@@ -54,7 +54,8 @@ class EngineConfig:
     concurrency: int = 16
     max_retries: int = 5
     backoff_s: float = 1.0
-    timeout_s: float = 600.0
+    max_retry_after_s: float = 60.0  # the longest a server's Retry-After is honoured before retrying anyway
+    timeout_s: float = 600.0  # per request in total (connect to last byte), not per read
     extra_body: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +73,19 @@ class Completion:
     finish_reason: str  # "stop" | "length" | backend-specific
     prompt_tokens: int
     completion_tokens: int
+
+
+class GenerationFailed(RuntimeError):
+    """Some problems of a batch failed for good; the others finished. Carries both, so a resumable caller
+    keeps the finished ones and a rerun generates only what failed, instead of losing the whole batch.
+
+    `outputs` is aligned with the requests (None for a failed one), `failed` maps a request's key to why,
+    and `fatal` is set when the endpoint will refuse everything (nothing more was sent after it)."""
+
+    def __init__(self, outputs: list[list[Completion] | None], failed: dict[str, str], fatal: str | None):
+        first = next(iter(failed.items()))
+        super().__init__(f"{len(failed)} of {len(outputs)} problems failed; first: {first[0]}: {first[1]}")
+        self.outputs, self.failed, self.fatal = outputs, failed, fatal
 
 
 class Engine(Protocol):

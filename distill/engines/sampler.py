@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.core.paths import Paths
 from distill.engines import make_engine
-from distill.engines.base import EngineConfig, Request, SamplingConfig, problem_seed
+from distill.engines.base import EngineConfig, GenerationFailed, Request, SamplingConfig, problem_seed
 from distill.engines.chat import DEFAULT_PROMPT, messages_for, split_completion
 
 
@@ -52,6 +52,15 @@ def _rows_for(problem: dict, comps: list, prompt: str, teacher: str, sampling: d
             }
         )
     return out
+
+
+class ChunkFailed(RuntimeError):
+    """Some problems of a chunk failed for good: `rows` are the finished problems' rows (keep them),
+    `failed` maps each failed problem id to why, `fatal` says the endpoint refuses everything (stop)."""
+
+    def __init__(self, rows: list[dict], failed: dict[str, str], fatal: str | None, message: str):
+        super().__init__(message)
+        self.rows, self.failed, self.fatal = rows, failed, fatal
 
 
 class Sampler:
@@ -94,10 +103,19 @@ class Sampler:
         ]
         engine = self._engine()
         t0 = time.perf_counter()
-        outs = engine.generate(reqs, self.sampling)
-        self.stats["generate_s"] += time.perf_counter() - t0
+        failure = None
+        try:
+            outs = engine.generate(reqs, self.sampling)
+        except GenerationFailed as e:
+            outs, failure = e.outputs, e
+        finally:
+            self.stats["generate_s"] += time.perf_counter() - t0
+            for k, v in getattr(engine, "counters", {}).items():  # retries and give-ups, by cause
+                self.stats[k] += v
         rows = []
         for p, m, comps in zip(problems, msgs, outs, strict=True):
+            if comps is None:
+                continue
             if len(comps) != n:
                 raise RuntimeError(
                     f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}"
@@ -106,7 +124,14 @@ class Sampler:
         self.stats["samples"] += len(rows)
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["prompt_tokens"] += sum(r["prompt_tokens"] for r in rows)
+        if failure is not None:
+            self.stats["failed_problems"] += len(failure.failed)
+            raise ChunkFailed(rows, failure.failed, failure.fatal, str(failure)) from failure
         return rows
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Retries and give-ups so far (`retries`, `give_ups`, and per cause `retries.<cause>`...)."""
+        return {k: int(v) for k, v in self.stats.items() if k.startswith(("retries", "give_ups"))}
 
     def close(self) -> None:
         if self.engine is not None:

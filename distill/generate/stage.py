@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +25,12 @@ from distill.core.problems import data_source, load_problems, shard_of, source_f
 from distill.core.report import progress, summary_table
 from distill.core.schemas import SAMPLE, RowError
 from distill.core.tracking import log_stage_outputs
-from distill.engines.sampler import Sampler, SamplerConfig
+from distill.engines.sampler import ChunkFailed, Sampler, SamplerConfig
 from distill.generate.shards import run_local_shards
 
 log = logging.getLogger(__name__)
 STAGE = "generate"
+STOP_AFTER_FAILED = 8  # problems failed in a row, none finished: the endpoint is down, not one bad problem
 
 
 @dataclass
@@ -53,6 +54,7 @@ NOT_IN_KEY = {
     "engine.api_key_env",
     "engine.max_retries",
     "engine.backoff_s",
+    "engine.max_retry_after_s",
     "engine.timeout_s",
 }
 
@@ -99,16 +101,17 @@ def _run_shard(
     log_ = AppendLog(parts / f"{name}.jsonl", SAMPLE)
     kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, g.sampling.n)
     todo = [p for p in mine if p["problem_id"] not in done]
+    before = gen.endpoint_counts()
     with progress(len(mine), f"generate {name}", initial=len(done), enabled=g.progress) as bar:
-        for i in range(0, len(todo), g.chunk_problems):
-            rows = gen.run_chunk(todo[i : i + g.chunk_problems])
-            log_.append(rows)
-            bar.update(len(rows) // g.sampling.n)
-            s = gen.stats
-            bar.set_postfix(
-                samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
-                tok_s=f"{s['completion_tokens'] / max(s['generate_s'], 1e-9):.0f}",
-            )
+        failed, stopped = _generate(gen, g, todo, log_, bar)
+        if failed and not stopped:  # once more, after the rest: a short outage may be over
+            failed, _ = _generate(gen, g, [p for p in todo if p["problem_id"] in failed], log_, bar)
+    if failed:
+        first = next(iter(failed.items()))
+        raise RuntimeError(
+            f"generate {name}: {len(failed)} of {len(mine)} problems failed; first: {first[0]}: {first[1]}. "
+            f"The problems that finished are kept in {log_.path}: rerun to generate only the missing ones"
+        )
     out = Manifest(
         stage=STAGE,
         key=key,
@@ -118,10 +121,57 @@ def _run_shard(
             "problems": len(mine),
             "resumed_problems": len(done),
             "dropped_torn_bytes": log_.dropped_bytes,
+            **_counts_delta(gen.endpoint_counts(), before),
         },
     )
     out.write(parts, f"{name}.manifest.json")
     return out
+
+
+def _generate(
+    gen: Sampler, g: DictConfig, todo: list[dict], log_: AppendLog, bar
+) -> tuple[dict[str, str], bool]:
+    """Generates `todo` into the shard log chunk by chunk: (failed problem id -> why, stopped early).
+
+    A problem whose requests gave up is left out while the rest of its chunk is kept, so a rerun generates
+    only it. Stops when the endpoint refuses everything (a fatal answer, or STOP_AFTER_FAILED problems in a
+    row with nothing finished); the problems not attempted then count as failed, with that reason."""
+    failed: dict[str, str] = {}
+    in_a_row = 0
+    for i in range(0, len(todo), g.chunk_problems):
+        stop = None
+        try:
+            rows = gen.run_chunk(todo[i : i + g.chunk_problems])
+            in_a_row = 0
+        except ChunkFailed as e:
+            rows, in_a_row = e.rows, 0 if e.rows else in_a_row + len(e.failed)
+            failed.update(e.failed)
+            if e.fatal or in_a_row >= STOP_AFTER_FAILED:
+                stop = e.fatal or f"the {in_a_row} problems before failed and none finished"
+        log_.append(rows)
+        bar.update(len(rows) // g.sampling.n)
+        s = gen.stats
+        bar.set_postfix(
+            samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
+            tok_s=f"{s['completion_tokens'] / max(s['generate_s'], 1e-9):.0f}",
+        )
+        if stop:
+            failed |= {p["problem_id"]: f"not attempted: {stop}" for p in todo[i + g.chunk_problems :]}
+            return failed, True
+    return failed, False
+
+
+def _counts_delta(now: dict[str, int], before: dict[str, int]) -> dict:
+    """A shard's retries and give-ups (this run's, while it generated), totals plus per cause."""
+    d = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+    return {
+        "retries": d.pop("retries", 0),
+        "give_ups": d.pop("give_ups", 0),
+        "retries_by_cause": {k.split(".", 1)[1]: v for k, v in sorted(d.items()) if k.startswith("retries.")},
+        "give_ups_by_cause": {
+            k.split(".", 1)[1]: v for k, v in sorted(d.items()) if k.startswith("give_ups.")
+        },
+    }
 
 
 def _clear(parts: Path, shard: int | None, num_shards: int) -> None:
@@ -149,7 +199,17 @@ def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path:
     return rows
 
 
-def _metrics(rows: list[dict], stats: dict) -> dict:
+def _endpoint_metrics(shard_ms: list[Manifest]) -> dict:
+    """Retries and give-ups summed over the shards (each counted by the run that finished it, in whichever
+    process: local workers and Slurm array tasks write their own shard manifests)."""
+    out: dict = {"retries": 0, "give_ups": 0, "retries_by_cause": Counter(), "give_ups_by_cause": Counter()}
+    for m in shard_ms:
+        for k, v in out.items():
+            out[k] = v + (Counter(m.metrics.get(k) or {}) if isinstance(v, Counter) else m.metrics.get(k, 0))
+    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in out.items()}
+
+
+def _metrics(rows: list[dict], stats: dict, shard_ms: list[Manifest]) -> dict:
     gen_s = max(stats.get("generate_s", 0.0), 1e-9)
     ctoks = [r["completion_tokens"] for r in rows]
     return {
@@ -161,6 +221,7 @@ def _metrics(rows: list[dict], stats: dict) -> dict:
         "samples_per_s": stats.get("samples", 0) / gen_s if stats.get("samples") else None,
         "tokens_per_s": stats.get("completion_tokens", 0) / gen_s if stats.get("samples") else None,
         "generated_samples_this_run": int(stats.get("samples", 0)),
+        **_endpoint_metrics(shard_ms),
     }
 
 
@@ -198,7 +259,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         config=OmegaConf.to_container(cfg.stage, resolve=True),
         inputs=inputs,
         outputs={"samples": {"path": str(out_dir / "samples.jsonl"), "rows": len(rows)}},
-        metrics=_metrics(rows, gen.stats),
+        metrics=_metrics(rows, gen.stats, shard_ms),
         timings={
             "engine_init_s": gen.stats.get("engine_init_s", 0.0),
             "generate_s": gen.stats.get("generate_s", 0.0),
