@@ -47,6 +47,7 @@ NOT_IN_KEY = {
     "progress",
     "engine.concurrency",
     "engine.hf_threads",
+    "engine.max_retry_after_s",
 }
 
 
