@@ -7,7 +7,6 @@ release notes, not just a new constant.
 from __future__ import annotations
 
 from conftest import REPO, stage_config
-
 from distill.core.manifest import Manifest
 from distill.core.paths import Paths
 
