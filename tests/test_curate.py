@@ -186,7 +186,8 @@ def test_external_messages_file_without_generate(tmp_path):
         "stage.columns.problem_id=qid",
     )
     m = run_distill(ov)["curate"]
-    assert m.inputs[0]["sha256"] and m.metrics["kept"] == 3 and m.metrics["steps"][11]["removed"] == 1
+    removed = {s["step"]: s["removed"] for s in m.metrics["steps"]}
+    assert m.inputs[0]["sha256"] and m.metrics["kept"] == 3 and removed["wrong"] == 1 == sum(removed.values())
     pairs = list(read_rows(m.output_path("phase1"), TRAIN_PAIR))
     assert [p["sample_idx"] for p in pairs] == [0, 1, 2] and pairs[0]["messages"][0][
         "content"
@@ -247,3 +248,70 @@ def test_judge_and_pseudo_labels(tmp_path, monkeypatch):
     assert m.metrics["judge_decided"] == 1 and m.metrics["pseudo_labelled_problems"] == 1
     assert m.metrics["verdict_sources"] == {"math_verify": 2, "judge": 1, "pseudo_label": 5}
     assert m.metrics["kept"] == 3 + 3  # p3: k=3 of 5
+
+
+SURROGATE = "\udc80"  # a lone surrogate: JSON can carry it ("\udc80"), UTF-8 cannot
+
+
+def _surrogate_file(tmp_path):
+    """An external trace file (sample schema) with a lone surrogate in one field per row, and clean rows.
+
+    The file is in the sample schema: with `columns`, `inputs.map_row` hashes the problem text before
+    curate sees the row (a separate fix, in inputs.py)."""
+    topics = ["apples", "trains", "prisms", "coins", "ladders", "clocks", "rivers", "stamps", "tiles"]
+    rows = []
+    for i, topic in enumerate(topics):
+        n = i + 2
+        problem = f"How many {topic} are there when {n} boxes hold one {topic} each?"
+        rows.append(sample(f"p{2 * i + 1}", problem, str(n), 0, good(str(n), i)))
+    bad = {"problem": 0, "answer": 1, "prompt": 2, "completion": 3, "meta": 4}
+    for field, i in bad.items():
+        r = rows[i]
+        if field == "meta":
+            r["meta"]["category"] = "t" + SURROGATE
+        else:
+            r[field] = r[field][:5] + SURROGATE + r[field][5:]
+    f = tmp_path / "traces.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ensure_ascii: the escape survives
+    write_rows(
+        tmp_path / "heldout.jsonl", [{"id": "h", "problem": "unrelated held out thing", "answer": "1"}]
+    )
+    return rows, bad, [f"stage.input={f}"]
+
+
+def test_a_lone_surrogate_in_any_field_is_its_own_rejection_and_every_other_row_lands(tmp_path):
+    rows, bad, cols = _surrogate_file(tmp_path)
+    m = run_distill(overrides(tmp_path, *cols))["curate"]
+    out = tmp_path / "runs" / "t" / "curate"
+    rejected = {r["problem_id"]: r for r in read_rows(out / "rejected.jsonl", REJECTED)}
+    kept = {r["problem_id"] for r in read_rows(out / "phase1.jsonl", TRAIN_PAIR)}
+    assert set(rejected) == {rows[i]["problem_id"] for i in bad.values()}
+    for field, i in bad.items():
+        r = rejected[rows[i]["problem_id"]]
+        assert r["reject_reason"] == "unencodable_text" and r["reject_detail"].startswith(field), r
+    assert kept == {r["problem_id"] for r in rows} - set(rejected)  # every other row lands
+    assert m.metrics["kept"] == len(rows) - len(bad) and m.metrics["input"] == len(rows)
+    text = (out / "rejected.jsonl").read_bytes().decode("utf-8")  # valid UTF-8, the surrogate escaped
+    assert "\\\\udc80" in text and SURROGATE not in text
+
+
+def test_a_writer_error_leaves_no_partial_file_and_no_manifest(tmp_path, monkeypatch):
+    import distill.curate.filters as filters
+
+    rows, _, cols = _surrogate_file(tmp_path)
+    for r in rows:  # a surrogate only in completions, where nothing before the writer reads the bytes
+        r["problem"], r["answer"], r["prompt"] = (
+            r[k].replace(SURROGATE, "") for k in ("problem", "answer", "prompt")
+        )
+        r["meta"]["category"] = "t"
+        r["completion"] = r["completion"].replace("step", "st" + SURROGATE + "ep")
+    (tmp_path / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(filters, "unencodable_fields", lambda row: [])  # the check this test bypasses
+    with pytest.raises(UnicodeEncodeError):
+        run_distill(overrides(tmp_path, *cols))
+    out = tmp_path / "runs" / "t" / "curate"
+    assert not (out / "manifest.json").exists()  # nothing claims to be done: a rerun starts over
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")] if out.exists() else []
+    assert leftovers == []
+    for p in out.glob("*.jsonl") if out.exists() else []:
+        list(read_rows(p))  # any file that was written is whole

@@ -14,7 +14,7 @@ from sympy import srepr
 
 from conftest import REPO
 from distill.curate.answers import extract_answer
-from distill.curate.verify import Verifier, fast_parse, mv_parse, naive_verdict
+from distill.curate.verify import Verifier, fast_parse, mv_parse, naive_verdict, parsed
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -188,3 +188,184 @@ def test_numeric_disproof_only_says_false_where_math_verify_does():
             decided += 1
             assert verify([g], [p]) is False, (tg, tp)
     assert decided > len(pairs) // 3  # it does decide many of these (else this test checks nothing)
+
+
+# ------------------------------------------------------------------ issue 19: digits, timeouts, memos, strict
+
+NON_ASCII_DIGITS = [
+    "５",
+    "-５",
+    "1５",
+    "１２３",
+    "٥",
+    "١٢",
+    "५",
+    "१०",
+    "𝟓",
+    "𝟙𝟚",
+    "৩",
+    "๓",
+    "²",
+    "5²",
+    "½",
+    "Ⅻ",
+]
+
+
+def test_non_ascii_digits_parse_and_verify_as_math_verify_does():
+    """`\\d` matched full-width, Arabic-Indic, Devanagari and mathematical digits; math-verify does not."""
+    for s in NON_ASCII_DIGITS:
+        assert [srepr(x) if not isinstance(x, str) else x for x in fast_parse(s)] == [
+            srepr(x) if not isinstance(x, str) else x for x in mv_parse(s)
+        ], s
+    pairs = [(r, p) for s in NON_ASCII_DIGITS for r, p in ((s, "5"), ("5", s), (s, s), ("12", s))]
+    assert Verifier(num_workers=0).verdicts(pairs) == [naive_verdict(r, p) for r, p in pairs]
+    assert naive_verdict("5", "５") is None  # the fact the fast path used to get wrong (it said True)
+
+
+def test_a_timed_out_parse_is_not_memoised(monkeypatch):
+    from math_verify import parser
+    from math_verify.errors import TimeoutException
+
+    from distill.curate import verify as V
+
+    real, calls = parser.extract_target_from_pred, []
+
+    def slow_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutException("Operation timed out!")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(parser, "extract_target_from_pred", slow_once)
+    text = "\\frac{7}{13} + \\sqrt{71}"  # not parsed anywhere else in this process
+    assert V.fast_parse(text) == []  # timed out: math-verify's [] ...
+    assert parsed(V.fast_parse(text))  # ... not remembered: the next call parses
+    assert len(calls) == 2 and parsed(V.fast_parse(text)) and len(calls) == 2  # a real parse is memoised
+
+
+def test_memo_is_bounded_by_entries_and_by_memory():
+    from distill.curate.mv_speedups import Memo
+
+    m = Memo(max_entries=3, max_bytes=10**9)
+    for k in "abcd":
+        m.put(k, k)
+    assert len(m) == 3 and m.get("a") is None and m.get("d") == "d"  # oldest out first
+    m = Memo(max_entries=10**6, max_bytes=Memo.cost("x" * 1000) * 2)
+    m.put("x" * 1000, 1)
+    m.put("y" * 1000, 2)
+    m.put("z" * 1000, 3)
+    assert len(m) == 2 and m.get("x" * 1000) is None and m.bytes <= m.max_bytes
+    m.put("w" * 10**6, 4)  # one entry larger than the whole budget is not kept (nor evicts the rest)
+    assert m.get("w" * 10**6) is None and len(m) == 2
+
+
+# Each strict class, on cases of our own: (reference, prediction, math-verify's verdict, strict verdict).
+STRICT_CLASSES = {
+    "tiny values, absolute tolerance": [
+        ("\\frac{1}{20!}", "\\frac{1}{21!}", True, False),
+        ("0.0000001", "0.0000002", True, False),
+        ("\\frac{1}{1024}", "0.000977", True, False),
+        ("\\{\\frac{1}{20!}, 1\\}", "\\{\\frac{1}{21!}, 1\\}", True, False),
+        ("(\\frac{1}{20!}, 2)", "(\\frac{1}{21!}, 2)", True, False),
+        ("x = \\frac{1}{20!}", "x = \\frac{1}{21!}", True, False),
+        # still equal: exact equality, and decimals within the relative tolerance
+        ("\\frac{1}{20!}", "\\frac{1}{2432902008176640000}", True, True),
+        ("\\frac{1}{3}", "0.333333", True, True),
+        ("\\frac{1}{70}", "0.014286", True, True),
+        ("0.0000001", "10^{-7}", True, True),
+        ("42", "42.0", True, True),
+        ("0", "0.0", True, True),
+        ("\\frac{x+2}{7}", "\\frac{x}{7}+\\frac{2}{7}", True, True),
+    ],
+    "decimal for an irrational": [
+        ("\\sqrt{2}", "1.414214", True, False),
+        ("\\pi", "3.141593", True, False),
+        ("2\\pi", "6.283185", True, False),
+        ("e", "2.718282", True, False),
+        ("\\{\\sqrt 2\\}", "\\{1.414214\\}", True, False),
+        # still equal: exact forms, a decimal reference, a rational reference
+        ("\\sqrt{2}", "\\frac{2}{\\sqrt{2}}", True, True),
+        ("1.414214", "\\sqrt{2}", True, True),
+        ("\\frac{3}{4}", "0.75", True, True),
+        ("\\pi", "3.14", False, False),
+    ],
+    "percent sign as the bare number": [
+        ("50", "50\\%", True, False),
+        ("28", "28 percent", True, False),
+        ("28", "28 pct", True, False),
+        ("12.5", "12.5\\%", True, False),
+        # still equal: a reference with the sign accepts the bare number and any spelling of the sign
+        ("50\\%", "50", True, True),
+        ("28\\%", "28 percent", True, True),
+        ("10\\%", "10\\%", True, True),
+        ("\\frac{1}{2}", "50\\%", False, False),
+    ],
+}
+STRICT_CASES = [c for cases in STRICT_CLASSES.values() for c in cases]
+
+
+@pytest.mark.parametrize("ref,pred,mv,strict", STRICT_CASES)
+def test_strict_classes(ref, pred, mv, strict):
+    assert naive_verdict(ref, pred) is mv  # the fact about math-verify this case is about
+    assert naive_verdict(ref, pred, strict=True) is strict
+
+
+def test_strict_fast_verifier_equals_strict_plain_and_off_is_math_verify():
+    pairs = [(r, p) for r, p, *_ in STRICT_CASES]
+    mv, strict = [c[2] for c in STRICT_CASES], [c[3] for c in STRICT_CASES]
+    assert Verifier(num_workers=0, strict=True).verdicts(pairs) == strict
+    assert Verifier(num_workers=0).verdicts(pairs) == mv
+    assert Verifier(num_workers=2, strict=True).verdicts(pairs) == strict
+
+
+def test_strict_only_removes_accepts_and_fast_equals_plain_on_a_generated_set():
+    ours = [(r, p) for r, p, *_ in STRICT_CASES]
+    pairs = _bench().make_pairs(600, per_problem=8, seed=5) + [(r, p) for r, p, _ in CASES] + ours
+    plain = [naive_verdict(r, p) for r, p in pairs]
+    strict = [naive_verdict(r, p, strict=True) for r, p in pairs]
+    assert all(s is m or (m is True and s is False) for s, m in zip(strict, plain, strict=True))
+    assert Verifier(num_workers=2, strict=True).verdicts(pairs) == strict
+    changed = {pq for pq, s, m in zip(pairs, strict, plain, strict=True) if s is not m}
+    assert changed == {(r, p) for r, p, mv, st in STRICT_CASES if mv is not st}  # the bench's data has none
+
+
+@pytest.mark.parametrize(
+    "response,boxed,box_prose,answer",
+    [
+        ("\\boxed{3} and \\boxed{5}", "joined", "find", "3, 5"),
+        ("$\\boxed{3}$, $\\boxed{5}$", "joined", "find", "3, 5"),
+        ("\\boxed{3}\\boxed{5}", "joined", "find", "3, 5"),
+        ("\\boxed{3} or \\boxed{5}", "joined", "find", "3, 5"),
+        ("\\boxed{3} \\text{ and } \\boxed{3}", "joined", "find", "3"),
+        ("\\boxed{3} and \\boxed{5}", "last", "find", "5"),
+        ("So \\boxed{1} then, checking, \\boxed{2}", "joined", "find", "2"),
+        ("\\boxed{1}. Then \\boxed{2} and \\boxed{3}", "joined", "find", "2, 3"),
+        ("\\boxed{\\boxed{4}}", "joined", "find", "4"),
+        ("\\boxed{The answer is 5}", "joined", "find", "The answer is 5"),
+        ("\\boxed{The answer is 5}", "joined", "whole", "\\boxed{The answer is 5}"),
+        ("\\boxed{\\sqrt{2}}", "joined", "whole", "\\sqrt{2}"),
+    ],
+)
+def test_box_rules(response, boxed, box_prose, answer):
+    assert (
+        extract_answer(f"<think>\nx\n</think>\n\n{response}", boxed=boxed, box_prose=box_prose).answer
+        == answer
+    )
+
+
+def test_box_rules_give_math_verify_s_verdicts():
+    """joined: a two-part answer verifies and a hedge does not; whole: a sentence in a box is no answer."""
+
+    def verdict(ref, response, **kw):
+        return naive_verdict(ref, extract_answer(f"</think>{response}", require_think=False, **kw).answer)
+
+    assert verdict("3, 5", "\\boxed{3} and \\boxed{5}") is True
+    assert verdict("3, 5", "\\boxed{3} and \\boxed{5}", boxed="last") is False
+    assert verdict("5", "\\boxed{3} or \\boxed{5}") is False
+    assert verdict("5", "\\boxed{3} or \\boxed{5}", boxed="last") is True
+    assert verdict("5", "\\boxed{The answer is 5}") is True
+    assert verdict("5", "\\boxed{The answer is 5}", box_prose="whole") is False
+    assert verdict("3", "\\boxed{3 \\text{ apples}}", box_prose="whole") is True  # units are still dropped
+    with pytest.raises(ValueError, match="boxed rule 'first'"):
+        extract_answer("</think>\\boxed{1}", boxed="first")

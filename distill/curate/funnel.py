@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 STEPS = (
+    "unencodable_text",
     "invalid_text",
     "truncated",
     "bad_think",

@@ -11,11 +11,48 @@ from __future__ import annotations
 import cmath
 from collections.abc import Callable
 
-MEMO_MAX = 200_000  # entries per memo (per process): bounds memory on huge, diverse inputs
+MEMO_MAX = 200_000  # entries per memo (per process)
+MEMO_MAX_BYTES = 256 << 20  # estimated bytes per memo (per process): long answers cost more than short ones
+
+
+class Memo:
+    """A dict bounded by entries and by estimated memory, oldest entries evicted first.
+
+    Memos hold pure functions' results, so evicting one only costs a recomputation. An entry's cost is
+    estimated from its key: a parsed expression grows with its text (about 100 bytes of sympy tree per
+    character, measured on answers up to 1,000 characters), so one 100 kB junk answer costs as much as
+    thousands of short ones, and a key larger than the whole budget is not stored at all.
+    """
+
+    def __init__(self, max_entries: int = MEMO_MAX, max_bytes: int = MEMO_MAX_BYTES):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.data: dict[str, object] = {}
+        self.bytes = 0
+
+    @staticmethod
+    def cost(key: str) -> int:
+        return 256 + 100 * len(key)
+
+    def get(self, key: str):  # noqa: ANN201 (whatever was stored)
+        return self.data.get(key)
+
+    def put(self, key: str, value: object) -> None:
+        c = self.cost(key)
+        if c > self.max_bytes or self.max_entries <= 0 or key in self.data:
+            return
+        while self.data and (len(self.data) >= self.max_entries or self.bytes + c > self.max_bytes):
+            oldest = next(iter(self.data))
+            del self.data[oldest]
+            self.bytes -= self.cost(oldest)
+        self.data[key] = value
+        self.bytes += c
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 def memoise_latex_parser() -> None:
-    """math-verify's LaTeX->sympy step behind an unbounded memo, failures included.
+    """math-verify's LaTeX->sympy step behind a large memo (`Memo`), failures included.
 
     math-verify keeps the last 20 results of this pure function (enough within one problem, not across
     problems, and never for inputs that fail to parse); a larger memo changes no output. Timeouts are not
@@ -27,7 +64,7 @@ def memoise_latex_parser() -> None:
     inner = getattr(parser.parse_latex_cached, "__wrapped__", None)
     if inner is None or getattr(parser.parse_latex_cached, "_distill_memo", False):
         return
-    memo: dict[str, tuple[bool, object]] = {}
+    memo = Memo()
 
     def parse_latex_memo(latex: str):
         if (hit := memo.get(latex)) is None:
@@ -37,8 +74,7 @@ def memoise_latex_parser() -> None:
                 raise
             except Exception as e:  # noqa: BLE001 (re-raised to math-verify, which catches all)
                 hit = (False, e)
-            if len(memo) < MEMO_MAX:
-                memo[latex] = hit
+            memo.put(latex, hit)
         if hit[0]:
             return hit[1]
         raise hit[1]
@@ -61,14 +97,14 @@ def memoise_number_literals() -> None:
     if getattr(_Latex2Sympy.parse_number, "_distill_memo", False):
         return
     inner = _Latex2Sympy.parse_number
-    memo: dict[str, object] = {}
+    memo = Memo()
 
     def parse_number(self, text: str):  # noqa: ANN202 (a sympy Number)
         if (hit := memo.get(text)) is None:
             digits = text.replace(",", "")
-            hit = sympy.Integer(int(digits)) if digits.isdigit() else inner(self, text)
-            if len(memo) < MEMO_MAX:
-                memo[text] = hit
+            ascii_digits = digits.isascii() and digits.isdigit()  # str.isdigit alone takes '５', '²'
+            hit = sympy.Integer(int(digits)) if ascii_digits else inner(self, text)
+            memo.put(text, hit)
         return hit
 
     parse_number._distill_memo = True  # type: ignore[attr-defined]

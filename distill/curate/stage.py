@@ -66,6 +66,8 @@ class AnswerConfig:
         default_factory=lambda: ["boxed"]
     )  # tried in order: boxed|answer_is|last_number
     require_think: bool = True  # a missing or broken think block is a rejection of its own
+    boxed: str = "joined"  # joined: boxes joined by , ; and/or are one answer | last: the last box only
+    box_prose: str = "find"  # find: the answer inside a box's words | whole: a box of words is no answer
 
 
 @dataclass
@@ -74,6 +76,9 @@ class VerifyConfig:
     start_method: str = "fork"
     parse_timeout_s: int = 5
     verify_timeout_s: int = 5
+    strict: bool = (
+        True  # curate/strict.py's rules against math-verify's false accepts; false: plain math-verify
+    )
     keep_unverified: bool = False  # `null` verdicts are dropped as `unverified`, never counted as wrong
     keep_wrong: bool = False  # the "unverified data" ablation: train on the teacher's wrong answers too
     pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
@@ -167,9 +172,14 @@ def eval_sources(cfg: DictConfig) -> dict[str, ProblemSource]:
     return out
 
 
+def _verifier(v: DictConfig) -> Verifier:
+    t = Timeouts(v.parse_timeout_s, v.verify_timeout_s)
+    return Verifier(v.num_workers, t, v.start_method, strict=v.strict)
+
+
 def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher: DictConfig) -> None:
+    verifier = _verifier(c.verify)
     v = c.verify
-    verifier = Verifier(v.num_workers, Timeouts(v.parse_timeout_s, v.verify_timeout_s), v.start_method)
     t0 = time.perf_counter()
     with progress(len(rows), "curate: verify", enabled=c.progress, unit="sample") as bar:
         verdicts = verifier.verdicts([(r["answer"], r["extracted_answer"]) for r in rows], bar.update)
@@ -191,9 +201,7 @@ def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher:
 def _pseudo_label(rows: list[dict], c: DictConfig, stats: dict) -> None:
     refs = pseudo_references(rows, OmegaConf.to_object(c.verify.pseudo_label))
     todo = [r for r in rows if r["problem_id"] in refs]
-    v = c.verify
-    verifier = Verifier(v.num_workers, Timeouts(v.parse_timeout_s, v.verify_timeout_s), v.start_method)
-    verdicts = verifier.verdicts([(refs[r["problem_id"]], r["extracted_answer"]) for r in todo])
+    verdicts = _verifier(c.verify).verdicts([(refs[r["problem_id"]], r["extracted_answer"]) for r in todo])
     for r, vd in zip(todo, verdicts, strict=True):
         r["reference_used"], r["verdict"] = refs[r["problem_id"]], vd
         r["verdict_source"] = "pseudo_label" if vd is not None else None

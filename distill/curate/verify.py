@@ -9,6 +9,9 @@ done once per reference). Inside math-verify, `mv_speedups` caches pure function
 answer's comparisons by value where math-verify's own rules can only say False. No step changes an input
 string or a verdict; `bench/curate_verify.py` and tests check that on large generated sets.
 
+`strict=True` (curate's default, `verify.strict`) applies `strict`'s documented rules on top: it can only
+turn a math-verify True into False. With `strict=False` (the default here) verdicts are math-verify's.
+
 math-verify's timeouts use `signal.alarm`, which only works in a process's main thread: the work runs in
 worker processes (or, with `num_workers=0`, in the caller, which must then be a main thread).
 """
@@ -25,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from distill.curate import mv_speedups
+from distill.curate import strict as strict_rules
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +51,22 @@ def parsed(p: list) -> bool:
     return any(not isinstance(x, str) for x in p)
 
 
-def mv_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
+def mv_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool = False) -> bool:
+    """math-verify's verify; `strict` is ours (`strict.py`), not math-verify's own `strict` (variables)."""
     from math_verify import verify
 
-    return bool(verify(gold, pred, timeout_seconds=t.verify_s))
+    if not strict:
+        return bool(verify(gold, pred, timeout_seconds=t.verify_s))
+    with strict_rules.rules():
+        return bool(verify(gold, pred, timeout_seconds=t.verify_s))
 
 
-def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
+def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool = False) -> bool:
     """`mv_verify`, skipping the comparisons that `surely_unequal` settles without sympy's simplify.
 
     math-verify's verdict is the OR of one comparison per (gold, prediction) item pair, each on its own;
-    a wrong answer pays for every one, `simplify` included (up to 30 ms for a junk answer).
+    a wrong answer pays for every one, `simplify` included (up to 30 ms for a junk answer). Strict mode
+    only removes Trues, so what math-verify settles as False stays False.
     """
     for g in gold:
         for p in pred:
@@ -65,23 +74,45 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts()) -> bool:
                 g, p, t.verify_s
             ):
                 continue
-            if mv_verify([g], [p], t):
+            if mv_verify([g], [p], t, strict):
                 return True
     return False
 
 
-def naive_verdict(reference: str | None, prediction: str, t: Timeouts = Timeouts()) -> bool | None:
+def naive_verdict(
+    reference: str | None, prediction: str, t: Timeouts = Timeouts(), strict: bool = False
+) -> bool | None:
     """The plain per-row loop: parse reference, parse prediction, verify. The definition of a verdict."""
     if reference is None:
         return None
     gold, pred = mv_parse(reference, t), mv_parse(prediction, t)
     if not (parsed(gold) and parsed(pred)):
         return None
-    return mv_verify(gold, pred, t)
+    if strict and strict_rules.percent_mismatch(reference, prediction):
+        return False
+    return mv_verify(gold, pred, t, strict)
 
 
-_INT = re.compile(r"-?\d{1,40}")
-_CACHE: dict[str, list] = {}
+# ASCII digits only: `\d` also matches '５', '٥', '५', '𝟓', which math-verify does not parse as numbers.
+_INT = re.compile(r"-?[0-9]{1,40}")
+_CACHE = mv_speedups.Memo()
+
+
+def _parse_timed(text: str, t: Timeouts) -> tuple[list, bool]:
+    """`mv_parse(text)`, and whether it ran out of time (math-verify returns [] for both cases)."""
+    from math_verify import parse
+    from math_verify.errors import TimeoutException
+
+    try:
+        return parse(f"${text}$", parsing_timeout=t.parse_s, raise_on_error=True), False
+    except TimeoutException:
+        return [], True
+    except ValueError as e:
+        if "threaded environment" in str(e):  # math-verify's own error for a non-main thread
+            raise
+        return [], False
+    except Exception:  # noqa: BLE001 (what math-verify turns into [] without raise_on_error)
+        return [], False
 
 
 def fast_parse(text: str, t: Timeouts = Timeouts()) -> list:
@@ -89,30 +120,31 @@ def fast_parse(text: str, t: Timeouts = Timeouts()) -> list:
 
     For an integer literal math-verify returns exactly `[Integer(n), text]` (tests check this against
     `mv_parse` on thousands of literals), and ANTLR's parse of it costs 1-10 ms; everything else goes to
-    math-verify unchanged.
+    math-verify unchanged. A parse that timed out is not memoised: under load it may succeed next time,
+    as it would in the plain loop.
     """
     if (hit := _CACHE.get(text)) is not None:
         return hit
     if _INT.fullmatch(text):
         import sympy
 
-        out = [sympy.Integer(int(text)), text]
+        out, timed_out = [sympy.Integer(int(text)), text], False
     else:
-        out = mv_parse(text, t)
-    if len(_CACHE) < mv_speedups.MEMO_MAX:
-        _CACHE[text] = out
+        out, timed_out = _parse_timed(text, t)
+    if not timed_out:
+        _CACHE.put(text, out)
     return out
 
 
 def verify_group(
-    reference: str | None, predictions: list[str], t: Timeouts = Timeouts()
+    reference: str | None, predictions: list[str], t: Timeouts = Timeouts(), strict: bool = False
 ) -> list[bool | None]:
     """Verdicts of distinct predictions against one reference, parsing the reference once."""
-    return _verify_group(reference, predictions, t)[1]
+    return _verify_group(reference, predictions, t, strict)[1]
 
 
 def _verify_group(
-    reference: str | None, predictions: list[str], t: Timeouts
+    reference: str | None, predictions: list[str], t: Timeouts, strict: bool = False
 ) -> tuple[bool, list[bool | None]]:
     """(reference parsed?, verdicts)."""
     if reference is None:
@@ -125,18 +157,23 @@ def _verify_group(
     for p in predictions:
         if p == reference:  # exact match: parse(p) is gold, no second parse
             if self_verdict is None:
-                self_verdict = mv_verify(gold, gold, t)
+                self_verdict = mv_verify(gold, gold, t, strict)
             out.append(self_verdict)
             continue
         pred = fast_parse(p, t)
-        out.append(fast_verify(gold, pred, t) if parsed(pred) else None)
+        if not parsed(pred):
+            out.append(None)
+        elif strict and strict_rules.percent_mismatch(reference, p):
+            out.append(False)
+        else:
+            out.append(fast_verify(gold, pred, t, strict))
     return True, out
 
 
 def _verify_groups(
-    groups: list[tuple[str | None, list[str]]], t: Timeouts
+    groups: list[tuple[str | None, list[str]]], t: Timeouts, strict: bool = False
 ) -> list[tuple[bool, list[bool | None]]]:
-    return [_verify_group(ref, preds, t) for ref, preds in groups]
+    return [_verify_group(ref, preds, t, strict) for ref, preds in groups]
 
 
 def _warm() -> None:
@@ -171,11 +208,17 @@ class Verifier:
     """Verdicts for (reference, prediction) pairs, deduplicated and spread over worker processes."""
 
     def __init__(
-        self, num_workers: int | None = None, timeouts: Timeouts = Timeouts(), start_method: str = "fork"
+        self,
+        num_workers: int | None = None,
+        timeouts: Timeouts = Timeouts(),
+        start_method: str = "fork",
+        *,
+        strict: bool = False,
     ):
         self.num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
         self.timeouts = timeouts
         self.start_method = start_method
+        self.strict = strict  # `strict.py`'s rules on top of math-verify (curate: `verify.strict`)
         self.distinct_pairs = 0
         self.distinct_references = 0
         self.unparsed_references: set[str] = set()  # references math-verify cannot parse
@@ -225,7 +268,7 @@ class Verifier:
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("num_workers=0 verifies in this process, which must be its main thread")
             for b in self._batches(groups, 64):
-                yield b, _verify_groups(b, self.timeouts)
+                yield b, _verify_groups(b, self.timeouts, self.strict)
             return
         import multiprocessing as mp
 
@@ -235,6 +278,9 @@ class Verifier:
         if self.start_method == "fork":
             warm_parser(groups, self.timeouts)
         with ProcessPoolExecutor(self.num_workers, mp_context=ctx, initializer=_warm) as ex:
-            futs = {ex.submit(_verify_groups, b, self.timeouts): b for b in self._batches(groups, size)}
+            futs = {
+                ex.submit(_verify_groups, b, self.timeouts, self.strict): b
+                for b in self._batches(groups, size)
+            }
             for f in as_completed(futs):
                 yield futs[f], f.result()

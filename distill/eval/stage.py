@@ -36,6 +36,7 @@ class EvalConfig(SamplerConfig):
     answer_methods: list[str] = field(default_factory=lambda: ["boxed"])
     category_field: str = "category"  # a key of each problem's meta; missing: "all"
     num_workers: int | None = None
+    strict: bool = True  # the verifier's strict rules, as curate's `verify.strict` default
     chunk_problems: int = 512
 
 
@@ -114,7 +115,7 @@ def _sample_and_verify(
         sampler.close()
     for r in rows:
         r["pred"] = extract_answer(r["completion"], e.answer_methods, require_think=True).answer
-    verdicts = Verifier(e.num_workers).verdicts([(r["answer"], r["pred"]) for r in rows])
+    verdicts = Verifier(e.num_workers, strict=e.strict).verdicts([(r["answer"], r["pred"]) for r in rows])
     for r, v in zip(rows, verdicts, strict=True):
         r["verdict"] = v
     return rows, dict(sampler.stats)
