@@ -44,6 +44,7 @@ def phase(base: Path, tag: str, spec: dict) -> tuple[Path, dict]:
     run = base.parent / f"{base.name}-{tag}"
     if not run.exists():
         shutil.copytree(base, run, symlinks=True, ignore=shutil.ignore_patterns("onpolicy", "wandb"))
+        (run / "train" / "manifest.json").unlink()  # it names the base's phase dirs
     over = [f"stage.per_phase.onpolicy.{k}={v}" for k, v in spec.items()]
     distill(run, "stage=train", "stage.phases=[phase1,phase2,onpolicy]", *over)
     distill(run, "stage=eval", "stage.models=[train]")

@@ -12,8 +12,8 @@ The teacher sits beside the student on every rank (its forward is no-grad; ZeRO-
 student). For a teacher too large for that, TRL's server path (`trl.experimental.server_distillation`) asks a
 plain `vllm serve <teacher>` for prompt log-probs over `/v1/completions`: the same endpoint distill's openai
 backend talks to, but the loss there sees only the teacher's top-1 token per position (reverse KL on the
-sampled token, as Thinking Machines' on-policy distillation does), not the full distribution. It is not
-wired in here yet: `teacher_server` is rejected with that reason (see docs/results.md).
+sampled token, as Thinking Machines' on-policy distillation does), not the full distribution. That path is
+not wired in yet (docs/results.md says why it is the one to wire).
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from distill.core.io import atomic_write_text
+from distill.core.manifest import model_fingerprint
+from distill.core.paths import Paths
+from distill.engines.base import model_location
 
 KINDS = ("sft", "on_policy")
 
@@ -34,12 +39,9 @@ class OnPolicySpec:
 
     beta: float = 1.0  # 0 forward KL(teacher || student), 1 reverse KL(student || teacher), between: JSD
     temperature: float = 1.0  # sampling and loss temperature (TRL uses one for both)
-    top_p: float = 1.0
     max_new_tokens: int = 512  # the student's completion budget per prompt
     use_vllm: bool = True  # GPU only (colocated with the ranks); CPU ranks sample with transformers generate
-    vllm_gpu_memory_utilization: float = 0.3
     teacher_dtype: str | None = None  # None: the stage's model_dtype
-    teacher_server: str | None = None  # not supported yet (see the module docstring)
 
 
 SPEC_FIELDS = tuple(OnPolicySpec.__dataclass_fields__)
@@ -54,11 +56,6 @@ def resolve(override: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"{where}.beta={spec['beta']}: must be in [0, 1] (0 forward KL, 1 reverse KL)")
     if spec["temperature"] <= 0 or spec["max_new_tokens"] < 1:
         raise ValueError(f"{where}: temperature must be > 0 and max_new_tokens >= 1")
-    if spec["teacher_server"]:
-        raise NotImplementedError(
-            f"{where}.teacher_server: a server-scored teacher is not implemented yet; the teacher is loaded "
-            "beside the student on each rank (shard it with stage.strategy=zero3)"
-        )
     return spec
 
 
@@ -116,6 +113,53 @@ def check_vocab(student: str, teacher: str, student_revision: str | None = None,
         )
 
 
+def phase_spec(g: DictConfig, phase: str) -> dict[str, Any]:
+    """The phase's kind, data source and (on_policy) settings, checked before any phase trains."""
+    over = g.per_phase.get(phase)
+    o = OmegaConf.to_container(over, resolve=True) if over is not None else {}
+    kind = o.get("kind") or "sft"
+    where = f"stage.per_phase.{phase}"
+    if kind not in KINDS:
+        raise ValueError(f"{where}.kind={kind!r}; valid: {', '.join(KINDS)}")
+    spec: dict[str, Any] = {"kind": kind, "source": o.get("source") or phase}
+    if kind == "on_policy":
+        spec["on_policy"] = resolve(o, where)
+    return spec
+
+
+def teacher_settings(cfg: DictConfig, paths: Paths, spec: dict) -> dict | None:
+    """An on_policy phase's settings plus where the ranks load the run's teacher from (sft: None)."""
+    if spec["kind"] != "on_policy":
+        return None
+    t = cfg.teacher
+    return {
+        **spec["on_policy"],
+        "teacher": model_location(t.path, paths),
+        "teacher_revision": t.revision,
+        "enable_thinking": bool(cfg.student.enable_thinking),
+    }
+
+
+def teacher_fingerprint(cfg: DictConfig, paths: Paths) -> dict:
+    t = cfg.teacher
+    return model_fingerprint(paths.resolve(t.path), t.name, t.revision, "teacher")
+
+
+def check_phases(cfg: DictConfig, paths: Paths) -> None:
+    """Every phase's kind and settings, and an on_policy teacher's vocabulary, checked before phase 1
+    trains: a config error must not surface after hours of SFT."""
+    g = cfg.stage
+    specs = [phase_spec(g, p) for p in g.phases]
+    if any(s["kind"] == "on_policy" for s in specs):
+        s, t = cfg.student, cfg.teacher
+        check_vocab(
+            model_location(s.tokenizer or s.path, paths),
+            model_location(t.tokenizer or t.path, paths),
+            s.revision,
+            t.revision,
+        )
+
+
 def distillation_config(plan: dict) -> Any:
     """DistillationConfig from the plan, with the CPU settings the SFT worker uses (no bf16, pin memory,
     gradient checkpointing, vLLM)."""
@@ -145,11 +189,11 @@ def distillation_config(plan: dict) -> Any:
         ddp_backend="gloo" if cpu else None,
         beta=op["beta"],
         temperature=op["temperature"],
-        top_p=op["top_p"],
+        top_p=1.0,  # the student's own distribution, untruncated: the reverse KL is over its samples
         max_completion_length=op["max_new_tokens"],
         use_vllm=op["use_vllm"] and not cpu,
         vllm_mode="colocate",
-        vllm_gpu_memory_utilization=op["vllm_gpu_memory_utilization"],
+        vllm_gpu_memory_utilization=0.3,  # TRL's default: the student's engine beside its training state
         chat_template_kwargs={"enable_thinking": bool(op.get("enable_thinking", True))},
         disable_dropout=True,
         logging_steps=h["logging_steps"],
@@ -216,6 +260,7 @@ def summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) 
     train_rows = [r for r in hist if "train_runtime" in r]
     runtime = train_rows[-1]["train_runtime"] if train_rows else seconds
     seen = trainer.state.num_input_tokens_seen
+    resume_step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
     return {
         "kind": "on_policy",
         "world_size": world,
@@ -225,7 +270,7 @@ def summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) 
         "first_logged_step": losses[0][0] if losses else None,
         "max_steps": trainer.state.max_steps,
         "resumed_from": Path(resumed_from).name if resumed_from else None,
-        "resume_step": int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0,
+        "resume_step": resume_step,
         "prompts": len(trainer.train_dataset),
         "prompts_per_step": prompts_per_step,
         # student forward+backward tokens = teacher forward tokens (prompt + completion, no padding)

@@ -46,22 +46,17 @@ WORKER = "distill.train.worker"
 @dataclass
 class PhaseOverride:
     """Per-phase values that replace the stage-wide ones (None: keep the stage value), and the phase's kind:
-    `sft` (the default) trains on a curate output's pairs; `on_policy` samples from the student on the
-    problems of the curate output `source` and distills from the run's teacher (distill.train.on_policy)."""
+    `sft` (the default) trains on the pairs of curate output `source` (None: the phase's name); `on_policy`
+    samples from the student on its problems, scored by the run's teacher (distill.train.on_policy, whose
+    OnPolicySpec gives the defaults of beta ... teacher_dtype)."""
 
     kind: str = "sft"
-    source: str | None = (
-        None  # the curate output to take data (sft) or prompts (on_policy) from; None: the phase name
-    )
-    # on_policy only (None: distill.train.on_policy.OnPolicySpec's value)
+    source: str | None = None
     beta: float | None = None
     temperature: float | None = None
-    top_p: float | None = None
     max_new_tokens: int | None = None
     use_vllm: bool | None = None
-    vllm_gpu_memory_utilization: float | None = None
     teacher_dtype: str | None = None
-    teacher_server: str | None = None
     epochs: float | None = None
     lr: float | None = None
     max_length: int | None = None
@@ -157,20 +152,6 @@ def phase_hparams(g: DictConfig, phase: str) -> dict[str, Any]:
     return h
 
 
-def phase_spec(g: DictConfig, phase: str) -> dict[str, Any]:
-    """The phase's kind, data source and (on_policy) settings, checked before any phase trains."""
-    over = g.per_phase.get(phase)
-    o = OmegaConf.to_container(over, resolve=True) if over is not None else {}
-    kind = o.get("kind") or "sft"
-    where = f"stage.per_phase.{phase}"
-    if kind not in on_policy.KINDS:
-        raise ValueError(f"{where}.kind={kind!r}; valid: {', '.join(on_policy.KINDS)}")
-    spec: dict[str, Any] = {"kind": kind, "source": o.get("source") or phase}
-    if kind == "on_policy":
-        spec["on_policy"] = on_policy.resolve(o, where)
-    return spec
-
-
 def curate_inputs(paths: Paths, phase: str) -> tuple[dict, dict | None]:
     """(train, val or None) input records for a phase from curate's manifest (outputs `<phase>[_val]`)."""
     cur = upstream(paths, "curate", f"train {phase}")
@@ -222,9 +203,8 @@ def worker_plan(
     on_policy: dict | None = None,
     **extra: Any,
 ) -> dict:
-    """Everything a rank needs, resolved: the worker reads this and nothing else. The one builder of a
-    plan: the driver, the tests and the benches all call it. An `on_policy` plan's `train_file` holds
-    prompts (distill.train.on_policy.write_prompts) and `on_policy` its settings plus the teacher."""
+    """Everything a rank needs, resolved: the worker reads this and nothing else. The one builder of a plan:
+    the driver, the tests and the benches all call it. An on_policy plan's train_file holds prompts."""
     missing = set(HPARAMS) - set(hparams)
     if missing:
         raise KeyError(f"plan for {phase}: hparams lack {sorted(missing)} (start from default_hparams())")
@@ -254,33 +234,20 @@ def worker_plan(
     }
 
 
-def teacher_settings(cfg: DictConfig, paths: Paths, spec: dict) -> dict:
-    """An on_policy phase's settings plus where the ranks load the run's teacher from."""
-    t = cfg.teacher
-    return {
-        **spec["on_policy"],
-        "teacher": model_location(t.path, paths),
-        "teacher_revision": t.revision,
-        "enable_thinking": bool(cfg.student.enable_thinking),
-    }
-
-
 def phase_plan(
     cfg: DictConfig, paths: Paths, phase: str, key: str, prev: Manifest | None, io: tuple, out: Path
 ) -> dict:
     """The driver's plan of one phase. Phase 1 loads the student as configured (local or hub, with its
-    revision, tokenizer and chat template); later phases load the previous phase's `final/`. An on_policy
-    phase samples from the prompts of its source (written to `<phase>/prompts.jsonl`)."""
+    revision, tokenizer and chat template); later phases load the previous phase's `final/`."""
     g, s = cfg.stage, cfg.student
     first = prev is None
     init = model_location(s.path, paths) if first else prev.outputs["model"]["path"]
     run_dir = out.parent.parent
-    spec = phase_spec(g, phase)
-    on_pol = teacher_settings(cfg, paths, spec) if spec["kind"] == "on_policy" else None
+    spec = on_policy.phase_spec(g, phase)
     return worker_plan(
         phase=phase,
         kind=spec["kind"],
-        on_policy=on_pol,
+        on_policy=on_policy.teacher_settings(cfg, paths, spec),
         key=key,
         run_name=cfg.run.name,
         init_model=init,
@@ -353,19 +320,18 @@ def run_phase(
     """Trains one phase (or skips it when finished) and writes its manifest last."""
     g = cfg.stage
     out = paths.stage_dir(STAGE) / phase
-    spec = phase_spec(g, phase)
+    spec = on_policy.phase_spec(g, phase)
     io = curate_inputs(paths, spec["source"])
     phase_inputs = [*inputs, io[0], *([io[1]] if io[1] else [])]
     if spec["kind"] == "on_policy":
         io = ({**io[0], "path": str(out / "prompts.jsonl")}, None)  # no held-out pairs: nothing to score
-        phase_inputs = [*inputs, phase_inputs[len(inputs)], teacher_fingerprint(cfg, paths)]
+        phase_inputs = [*inputs, phase_inputs[len(inputs)], on_policy.teacher_fingerprint(cfg, paths)]
     if prev is not None:
         phase_inputs.append(
             {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
         )
     keyed = {"stage": g, "student": cfg.student, "phase": phase, "hparams": phase_hparams(g, phase)}
-    if spec["kind"] != "sft":  # an SFT phase keeps the key it had before phases had kinds
-        keyed["spec"] = spec
+    keyed |= {"spec": spec} if spec["kind"] != "sft" else {}  # SFT keys as before phases had kinds
     key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
     if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
@@ -394,31 +360,11 @@ def run_phase(
     return m
 
 
-def teacher_fingerprint(cfg: DictConfig, paths: Paths) -> dict:
-    t = cfg.teacher
-    return model_fingerprint(paths.resolve(t.path), t.name, t.revision, "teacher")
-
-
-def check_phases(cfg: DictConfig, paths: Paths) -> None:
-    """Every phase's kind and settings, and an on_policy teacher's vocabulary, checked before phase 1
-    trains: a config error must not surface after hours of SFT."""
-    g = cfg.stage
-    specs = [phase_spec(g, p) for p in g.phases]
-    if any(s["kind"] == "on_policy" for s in specs):
-        s, t = cfg.student, cfg.teacher
-        on_policy.check_vocab(
-            model_location(s.tokenizer or s.path, paths),
-            model_location(t.tokenizer or t.path, paths),
-            s.revision,
-            t.revision,
-        )
-
-
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
     g = cfg.stage
     if not g.phases:
         raise ValueError("train.phases is empty: name at least one curate output to train on")
-    check_phases(cfg, paths)
+    on_policy.check_phases(cfg, paths)
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
     student = model_fingerprint(
