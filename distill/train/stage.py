@@ -36,6 +36,7 @@ from distill.core.manifest import Manifest, config_key, model_fingerprint, stage
 from distill.core.paths import Paths
 from distill.core.report import summary_table
 from distill.engines.base import model_location
+from distill.train import on_policy
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -44,13 +45,24 @@ WORKER = "distill.train.worker"
 
 @dataclass
 class PhaseOverride:
-    """Per-phase values that replace the stage-wide ones (None: keep the stage value)."""
+    """Per-phase values that replace the stage-wide ones (None: keep the stage value), and the phase's kind:
+    `sft` (the default) trains on the pairs of curate output `source` (None: the phase's name); `on_policy`
+    samples from the student on its problems, scored by the run's teacher (distill.train.on_policy, whose
+    OnPolicySpec gives the defaults of beta ... teacher_dtype)."""
 
+    kind: str = "sft"
+    source: str | None = None
+    beta: float | None = None
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+    use_vllm: bool | None = None
+    teacher_dtype: str | None = None
     epochs: float | None = None
     lr: float | None = None
     max_length: int | None = None
     per_device_batch_size: int | None = None
     grad_accum: int | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -134,7 +146,9 @@ def phase_hparams(g: DictConfig, phase: str) -> dict[str, Any]:
     h = {k: OmegaConf.to_container(g, resolve=True)[k] for k in HPARAMS}
     over = g.per_phase.get(phase)
     if over is not None:
-        h.update({k: v for k, v in OmegaConf.to_container(over, resolve=True).items() if v is not None})
+        h.update(
+            {k: v for k, v in OmegaConf.to_container(over, resolve=True).items() if v is not None and k in h}
+        )
     return h
 
 
@@ -185,16 +199,22 @@ def worker_plan(
     tokenizer: str | None = None,
     chat_template: str | None = None,
     wandb: dict | None = None,
+    kind: str = "sft",
+    on_policy: dict | None = None,
     **extra: Any,
 ) -> dict:
-    """Everything a rank needs, resolved: the worker reads this and nothing else. The one builder of a
-    plan: the driver, the tests and the benches all call it."""
+    """Everything a rank needs, resolved: the worker reads this and nothing else. The one builder of a plan:
+    the driver, the tests and the benches all call it. An on_policy plan's train_file holds prompts."""
     missing = set(HPARAMS) - set(hparams)
     if missing:
         raise KeyError(f"plan for {phase}: hparams lack {sorted(missing)} (start from default_hparams())")
+    if kind == "on_policy" and not (on_policy and on_policy.get("teacher")):
+        raise ValueError(f"plan for {phase}: an on_policy plan needs on_policy settings with a teacher")
     ds = deepspeed_config_path(strategy)
     return {
         "phase": phase,
+        "kind": kind,
+        "on_policy": on_policy,
         **extra,
         "init_model": str(init_model),
         "init_revision": init_revision,
@@ -223,8 +243,11 @@ def phase_plan(
     first = prev is None
     init = model_location(s.path, paths) if first else prev.outputs["model"]["path"]
     run_dir = out.parent.parent
+    spec = on_policy.phase_spec(g, phase)
     return worker_plan(
         phase=phase,
+        kind=spec["kind"],
+        on_policy=on_policy.teacher_settings(cfg, paths, spec),
         key=key,
         run_name=cfg.run.name,
         init_model=init,
@@ -297,13 +320,18 @@ def run_phase(
     """Trains one phase (or skips it when finished) and writes its manifest last."""
     g = cfg.stage
     out = paths.stage_dir(STAGE) / phase
-    io = curate_inputs(paths, phase)
+    spec = on_policy.phase_spec(g, phase)
+    io = curate_inputs(paths, spec["source"])
     phase_inputs = [*inputs, io[0], *([io[1]] if io[1] else [])]
+    if spec["kind"] == "on_policy":
+        io = ({**io[0], "path": str(out / "prompts.jsonl")}, None)  # no held-out pairs: nothing to score
+        phase_inputs = [*inputs, phase_inputs[len(inputs)], on_policy.teacher_fingerprint(cfg, paths)]
     if prev is not None:
         phase_inputs.append(
             {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
         )
     keyed = {"stage": g, "student": cfg.student, "phase": phase, "hparams": phase_hparams(g, phase)}
+    keyed |= {"spec": spec} if spec["kind"] != "sft" else {}  # SFT keys as before phases had kinds
     key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
     if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
@@ -311,6 +339,8 @@ def run_phase(
     plan = phase_plan(cfg, paths, phase, key, prev, io, out)
     plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.core.tracking.log_artifact)
     out.mkdir(parents=True, exist_ok=True)
+    if spec["kind"] == "on_policy":
+        on_policy.write_prompts(phase_inputs[len(inputs)]["path"], out / "prompts.jsonl")
     atomic_write_json(out / "plan.json", plan)
     t0 = time.perf_counter()
     result = _launch(cfg, plan, out)
@@ -334,6 +364,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     g = cfg.stage
     if not g.phases:
         raise ValueError("train.phases is empty: name at least one curate output to train on")
+    on_policy.check_phases(cfg, paths)
     t_start = time.perf_counter()
     out_dir = paths.stage_dir(STAGE)
     student = model_fingerprint(

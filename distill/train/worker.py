@@ -280,8 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(plan["output_dir"])
     run = init_wandb(plan, state.is_main_process)
     mark(state, "W&B ready")
-    trainer = build_trainer(plan)
-    mark(state, f"trainer built ({len(trainer.train_dataset)} packed rows)")
+    kind = plan.get("kind", "sft")
+    if kind == "on_policy":  # the student samples, the teacher scores (distill.train.on_policy)
+        from distill.train import on_policy
+
+        trainer, summarize = on_policy.build_trainer(plan), on_policy.summary
+    else:
+        trainer, summarize = build_trainer(plan), train_summary
+    mark(state, f"{kind} trainer built ({len(trainer.train_dataset)} rows)")
     if trainer.args.world_size != plan["world_size"]:
         raise RuntimeError(f"Trainer world size {trainer.args.world_size} != configured {plan['world_size']}")
     resume = last_checkpoint(out)
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     save_final(trainer, out, state)
     mark(state, "final weights saved")
     if state.is_main_process:
-        summary = train_summary(trainer, resume, time.perf_counter() - t0, state.num_processes)
+        summary = summarize(trainer, resume, time.perf_counter() - t0, state.num_processes)
         summary["eval"] = metrics
         (out / "train_log.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if run is not None:
