@@ -4,9 +4,11 @@ will solve it; requests it doubts go to the frontier tier.
 Real traffic carries no category label, so the per-category table cannot route it; this can. It is a
 logistic regression on signed hashed word and character n-grams (plus coarse length and number-count
 tokens, hashed the same way), trained with numpy only and saved as JSON (no pickle: a router config must be
-safe to load from anywhere). Labels are what the pipeline already measured: the student's per-problem
-accuracy on the eval problems (soft labels over k samples), and, down-weighted, the teacher's pass rate on
-the curated training problems (the student learned from those traces, so their difficulty carries over).
+safe to load from anywhere). It reads the user message as the model received it (prompt template
+included: that is what a router sees). Labels are what the pipeline already measured: the student's
+per-problem accuracy on the eval problems (soft labels over k samples), and, down-weighted, the teacher's
+pass rate on the curated training problems (the student learned from those traces, so their difficulty
+carries over).
 """
 
 from __future__ import annotations

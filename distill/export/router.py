@@ -36,7 +36,7 @@ def z_value(confidence: float) -> float:
 
 
 def per_problem(rows: Iterable[dict], category_field: str = "category") -> dict[str, dict]:
-    """problem id -> the model's mean verdict, mean token counts, category and text over its k samples."""
+    """problem id -> the model's mean verdict, mean token counts, category, problem and prompt over its k samples."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["problem_id"]].append(r)
@@ -48,6 +48,7 @@ def per_problem(rows: Iterable[dict], category_field: str = "category") -> dict[
             "completion_tokens": statistics.fmean(r["completion_tokens"] for r in rs),
             "category": str((r0 := rs[0]).get("meta", {}).get(category_field, "all")),
             "problem": r0["problem"],
+            "prompt": r0.get("prompt") or r0["problem"],  # the user message as the model received it
         }
     return out
 

@@ -43,7 +43,7 @@ def eval_problems(paths: Paths, name: str, category_field: str) -> dict[str, dic
 
 
 def curate_pass_rates(paths: Paths) -> list[tuple[str, float]]:
-    """(problem text, teacher pass rate) for every curated training problem with a verdict."""
+    """(user message, teacher pass rate) for every curated training problem with a verdict."""
     cpath = paths.stage_dir("curate") / MANIFEST
     if not cpath.exists():
         return []
@@ -58,7 +58,7 @@ def curate_pass_rates(paths: Paths) -> list[tuple[str, float]]:
     for inp in m.inputs:
         if inp.get("name") == "samples" and Path(inp["path"]).exists():
             for r in read_rows(inp["path"]):
-                texts.setdefault(r["problem_id"], r["problem"])
+                texts.setdefault(r["problem_id"], r.get("prompt") or r["problem"])
     return [(texts[p], rate) for p, rate in sorted(rates.items()) if p in texts]
 
 
@@ -84,7 +84,7 @@ def problems_for_router(s: dict[str, dict], f: dict[str, dict], prices: dict[str
 
     return Problems(
         ids=ids,
-        texts=[s[i]["problem"] for i in ids],
+        texts=[s[i]["prompt"] for i in ids],  # what the router reads at serve time: the user message
         cats=[s[i]["category"] for i in ids],
         s=np.array([s[i]["avg"] for i in ids]),
         f=np.array([f[i]["avg"] for i in ids]),
