@@ -25,7 +25,8 @@ ALLOWED = {
     "train": {"engines", "cluster.launch"},  # ranks are started by the one launcher
     # eval scores with curate's verifier and extraction, so an eval verdict means what a curate verdict means
     "eval": {"engines", "curate.answers", "curate.verify", "curate.mv_speedups"},
-    "export": set(),
+    # the bundle's vLLM launch is made from the engine's own settings (llm_kwargs), as eval ran it
+    "export": {"engines.base", "engines.vllm"},
 }
 TOP = {"__main__", "pipeline", "train_worker", "slurm_job", "__init__"}
 

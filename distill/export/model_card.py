@@ -1,4 +1,7 @@
-"""The exported model's card: what it is, what it was distilled from and on, how it scores, where it routes."""
+"""The exported model's card: what it is, what it was distilled from and on, how it scores, how to serve it
+and where it routes. Every number is read from a manifest or a file the manifests name (the card test
+parses it back against them), so the card cannot drift from the run.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 
 from omegaconf import DictConfig
 
-from distill.core.manifest import Manifest
+from distill.core.manifest import MANIFEST, Manifest
 from distill.core.paths import Paths
 
 
@@ -24,21 +27,88 @@ def _eval_table(metrics: dict) -> list[str]:
     return lines
 
 
-def _funnel(paths: Paths) -> list[str]:
-    p = paths.stage_dir("curate") / "manifest.json"
-    if not p.exists():
+def _curate(paths: Paths) -> Manifest | None:
+    p = paths.stage_dir("curate") / MANIFEST
+    return Manifest.read(p) if p.exists() else None
+
+
+def _funnel(cur: Manifest | None) -> list[str]:
+    """Samples in, each filter step's removals, samples kept; then problems and verdicts."""
+    if cur is None:
         return ["(no curate manifest)"]
-    funnel = Manifest.read(p).metrics.get("funnel", {})
-    return ["```", json.dumps(funnel, indent=2), "```"]
+    f = cur.metrics
+    lines = ["| step | removed | remaining |", "|---|---|---|", f"| input | 0 | {f['input']} |"]
+    lines += [f"| {s['step']} | {s['removed']} | {s['remaining']} |" for s in f["steps"]]
+    lines += ["", f"Kept {f['kept']} of {f['input']} samples ({f['rejected']} rejected); problems kept "
+              f"{f['problems']['kept']} of {f['problems']['input']}; verdicts {json.dumps(f['verdicts'])}."]  # fmt: skip
+    return lines
 
 
-def _phases(paths: Paths) -> list[str]:
-    out = []
-    for d in sorted(paths.stage_dir("train").glob("*/manifest.json")):
-        m = Manifest.read(d)
-        hp = {k: m.config.get(k) for k in ("epochs", "lr", "max_length", "strategy") if k in m.config}
-        out.append(f"- **{d.parent.name}**: key `{m.key}`, rows {m.metrics.get('rows', '?')}, {hp}")
-    return out or ["(no phase manifests)"]
+def _phases(paths: Paths, cur: Manifest | None) -> list[str]:
+    """One row per phase (rows trained on, steps, loss, key), then the hyper-parameters side by side."""
+    ms = [Manifest.read(d) for d in sorted(paths.stage_dir("train").glob(f"*/{MANIFEST}"))]
+    if not ms:
+        return ["(no phase manifests)"]
+    rows = {n: o.get("rows") for n, o in (cur.outputs if cur else {}).items()}
+    lines = [
+        "| phase | rows | strategy | world size | steps | final loss | key |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in ms:
+        ph = m.config["phase"]
+        lines.append(
+            f"| {ph} | {rows.get(ph, '-')} | {m.config.get('strategy')} | {m.metrics.get('world_size')} "
+            f"| {m.metrics.get('global_step')} | {m.metrics.get('final_loss', float('nan')):.4f} | `{m.key}` |"
+        )
+    names = [m.config["phase"] for m in ms]
+    keys = list(dict.fromkeys(k for m in ms for k in m.config.get("hparams", {})))
+    lines += ["", "| hyper-parameter | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(json.dumps(m.config["hparams"].get(k)) for m in ms) + " |")
+    return lines
+
+
+def _routing(doc: dict) -> list[str]:
+    r = doc["routing"]
+    lines = [
+        f"Commodity tier where the student's {r['metric']} is within {r['margin']} of `{doc['tiers']['frontier']['model']}` "
+        f"(eval name `{doc['tiers']['frontier']['eval_name']}`) at {r['confidence']:.0%} one-sided confidence "
+        f"(z = {r['z']:.3f}); traffic mix: {doc['traffic']['source']}.",
+        "",
+        "| category | tier | student | frontier | gap | gap SE | gap upper | evidence | traffic |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    w = doc["traffic"]["weights"]
+    for c, t in r["categories"].items():
+        lines.append(f"| {c} | {t['tier']} | {t['student']:.3f} | {t['frontier']:.3f} | {t['gap']:.3f} "
+                     f"| {t['gap_se']:.3f} | {t['gap_upper']:.3f} | {t['evidence']} | {w[c]:.3f} |")  # fmt: skip
+    lines += ["", "| policy | accuracy | cost / query ($) | cost / correct ($) |", "|---|---|---|---|"]
+    for p, c in doc["policy_costs"].items():
+        cpc = "-" if c["cost_per_correct"] is None else format(c["cost_per_correct"], ".3g")
+        lines.append(f"| {p} | {c['accuracy']:.3f} | {c['cost_per_query']:.3g} | {cpc} |")
+    return lines
+
+
+def _query_router(report: dict | None) -> list[str]:
+    from distill.export.routing_eval import cost_table, curve_table
+
+    if report is None:
+        return ["(disabled: export.query_router.enabled=false)"]
+    return [
+        f"`query_router.json` (numpy-only hashed n-gram logistic regression, no pickle) reads each request's "
+        f"last user message and sends it to the frontier when P(student solves) < {report['threshold']:.4f} "
+        f"(calibrated for {json.dumps(report['target'])}). Held out: {report['problems']} eval problems, "
+        f"{report['folds']}-fold cross-fitted; {report['aux_rows']} curate pass-rate rows in training. "
+        "`litellm.yaml` is the LiteLLM Router config of both tiers; the router's answer is the model group.",
+        "",
+        "Routing curve (accuracy at each share of traffic sent to the frontier):",
+        "",
+        *curve_table(report),
+        "",
+        "At the calibrated threshold (held out):",
+        "",
+        *cost_table(report),
+    ]
 
 
 def model_card(
@@ -47,12 +117,14 @@ def model_card(
     served: str,
     student: str,
     metrics: dict,
-    entry: dict,
+    doc: dict,
     lineage: dict,
     gen: dict,
+    spec: dict,
+    report: dict | None,
+    weights: dict[str, str],
 ) -> str:
-    table = entry["routing"]["categories"]
-    costs = entry["policy_costs"]
+    cur = _curate(paths)
     lines = [
         f"# {served}",
         "",
@@ -64,34 +136,31 @@ def model_card(
         f"- **Generation defaults** (as evaluated): temperature {gen['temperature']}, top_p {gen['top_p']}, "
         f"max_new_tokens {gen['max_new_tokens']}, EOS ids {gen['eos_token_id']}",
         "",
+        "## Serving",
+        f"From the export directory (the bundle is movable; device: {spec['device']}; binds {spec['host']}:{spec['port']}):",
+        "",
+        "```bash",
+        spec["usage"],
+        "```",
+        "",
         "## Data funnel",
-        *_funnel(paths),
+        *_funnel(cur),
         "",
         "## Curriculum phases",
-        *_phases(paths),
+        *_phases(paths, cur),
         "",
-        f"## Evaluation (held-out, k={metrics['k']}, sampling {metrics['sampling']})",
+        f"## Evaluation (held-out, k={metrics['k']}, sampling {json.dumps(metrics['sampling'])})",
         *_eval_table(metrics),
         "",
-        "## Routing",
-        f"Commodity tier where the student's {entry['routing']['metric']} is within {entry['routing']['margin']} of "
-        f"`{entry['routing']['frontier_model']}`.",
+        "## Routing by category",
+        *_routing(doc),
         "",
-        "| category | tier | student | frontier |",
-        "|---|---|---|---|",
-        *[f"| {c} | {r['tier']} | {r['student']:.3f} | {r['frontier']:.3f} |" for c, r in table.items()],
-        "",
-        "| policy | accuracy | cost / query ($) | cost / correct ($) |",
-        "|---|---|---|---|",
-        *[
-            f"| {p} | {c['accuracy']:.3f} | {c['cost_per_query']:.3g} | "
-            f"{'-' if c['cost_per_correct'] is None else format(c['cost_per_correct'], '.3g')} |"
-            for p, c in costs.items()
-        ],
+        "## Query router",
+        *_query_router(report),
         "",
         "## Lineage",
         "```json",
-        json.dumps(lineage, indent=2),
+        json.dumps({"stages": lineage, "weights_sha256": weights}, indent=2),
         "```",
         "",
     ]

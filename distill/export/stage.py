@@ -3,18 +3,20 @@
 The bundle is what serving tools load as is: safetensors weights (already consolidated from ZeRO shards by
 train), config, tokenizer with the chat template used in training, and a generation config whose EOS is
 the end-of-turn token and whose sampling defaults are the ones eval measured with. Beside them: a model
-card with the lineage from the manifests, the vLLM launch spec, and the router's commodity-tier entry
-with a routing table and the cost per correct answer of each routing policy.
+card with the lineage from the manifests, the vLLM launch (serve.sh / serve.json, movable), router.yaml
+(both tiers, prices, per-category decisions with their uncertainty), the query-level router trained on
+eval's and curate's measurements (query_router.json, held-out report in routing.json) and a LiteLLM
+Router config for both tiers (litellm.yaml).
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +24,15 @@ from distill.core.io import atomic_write_json, atomic_write_text, sha256_file
 from distill.core.manifest import MANIFEST, Manifest, config_key, up_to_date, upstream
 from distill.core.paths import Paths
 from distill.core.tracking import log_stage_outputs
-from distill.export.router import Price, policy_costs, routing_table
+from distill.export.query_router import QueryRouterConfig
+from distill.export.router import Price, litellm_model_list
+from distill.export.serve import serve_script, serve_spec, write_script
+from distill.export.tiers import (
+    curate_pass_rates,
+    eval_problems,
+    problems_for_router,
+    router_document,
+)
 
 STAGE = "export"
 MODEL_FILES = (
@@ -36,8 +46,22 @@ MODEL_FILES = (
 
 @dataclass
 class PriceConfig:
+    """USD per million tokens."""
+
     input_per_mtok: float = 0.1
     output_per_mtok: float = 0.1
+
+
+@dataclass
+class FrontierConfig:
+    """The frontier tier as the router calls it: an OpenAI-compatible endpoint and its served model name."""
+
+    model: str | None = None  # the served model name at base_url (e.g. gpt-5, or a vLLM --served-model-name)
+    base_url: str | None = None
+    provider: str = "openai"  # LiteLLM provider prefix (openai = any OpenAI-compatible endpoint)
+    api_key_env: str | None = "OPENAI_API_KEY"  # read from the environment by the router, written nowhere
+    eval_name: str = "teacher"  # its name in eval's metrics (what its accuracy and token counts come from)
+    prices: PriceConfig = field(default_factory=lambda: PriceConfig(3.0, 15.0))
 
 
 @dataclass
@@ -45,17 +69,34 @@ class ExportConfig:
     name: str = "export"
     model: str = "model"  # a train output: `model` (the last phase) or a phase name
     eval_name: str | None = None  # the student's name in eval's metrics (default: the phase exported)
-    frontier_eval_name: str = "teacher"
     served_name: str | None = None  # default: <run.name>-student
-    endpoint: str = "http://127.0.0.1:8000/v1"
+    endpoint: str = "http://127.0.0.1:8000/v1"  # where the router reaches the commodity tier
+    commodity_api_key_env: str | None = None  # None: the served bundle takes no key
+    # the launch: device `auto` is this machine's (cpu or gpu); engine settings left None take the
+    # project engine's defaults for that device (engines.vllm.llm_kwargs)
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int | None = None  # default: the endpoint's port
     dtype: str = "bfloat16"
     max_model_len: int = 32768
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    enable_prefix_caching: bool = True
+    kv_cache_gib: int = 1  # CPU: VLLM_CPU_KVCACHE_SPACE
     reasoning_parser: str = "qwen3"
     extra_serve_args: list[str] = field(default_factory=list)
+    # routing
     commodity_price: PriceConfig = field(default_factory=PriceConfig)
-    frontier_price: PriceConfig = field(default_factory=lambda: PriceConfig(3.0, 15.0))
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
     route_margin: float = 0.05
+    route_confidence: float = (
+        0.9  # one-sided: commodity only where the gap's upper bound is within the margin
+    )
     route_metric: str = "avg@k"
+    traffic: dict[str, float] | None = None  # category -> weight; None: the eval problems' mix
+    query_router: QueryRouterConfig = field(default_factory=QueryRouterConfig)
 
 
 Config = ExportConfig
@@ -94,38 +135,6 @@ def _generation_config(bundle: Path, sampling: dict, max_tokens: int) -> dict:
     return gen
 
 
-def serve_spec(bundle: Path, x: DictConfig, served: str) -> dict:
-    args = [
-        "--model", str(bundle), "--served-model-name", served, "--dtype", x.dtype,
-        "--max-model-len", str(x.max_model_len), "--reasoning-parser", x.reasoning_parser,
-        "--generation-config", "auto", *x.extra_serve_args,
-    ]  # fmt: skip
-    cmd = ["vllm", "serve", str(bundle), *args[2:]]
-    return {"engine": "vllm", "model": str(bundle), "served_model_name": served, "dtype": x.dtype,
-            "max_model_len": x.max_model_len, "reasoning_parser": x.reasoning_parser,
-            "args": args, "command": shlex.join(cmd),
-            "command_module": shlex.join(["python", "-m", "vllm.entrypoints.openai.api_server", *args])}  # fmt: skip
-
-
-def router_entry(x: DictConfig, served: str, metrics: dict, student: str) -> dict:
-    s_by_cat = {c: v for c, v in metrics["models"][student].items() if c != "all"}
-    f_by_cat = {c: v for c, v in metrics["models"][x.frontier_eval_name].items() if c != "all"}
-    table = routing_table(s_by_cat, f_by_cat, x.route_margin, x.route_metric)
-    prices = {"commodity": Price(**x.commodity_price), "frontier": Price(**x.frontier_price)}
-    costs = policy_costs(s_by_cat, f_by_cat, table, prices, metric=x.route_metric)
-    return {
-        "tier": "commodity",
-        "model_id": served,
-        "endpoint": x.endpoint,
-        "price_per_mtok": {"input": x.commodity_price.input_per_mtok, "output": x.commodity_price.output_per_mtok},
-        "frontier_price_per_mtok": {"input": x.frontier_price.input_per_mtok, "output": x.frontier_price.output_per_mtok},
-        "eval": {c: {k: v[k] for k in ("avg@k", "pass@k", "cons@k", "mean_tokens")} for c, v in metrics["models"][student].items()},
-        "sampling": metrics["sampling"],
-        "routing": {"metric": x.route_metric, "margin": x.route_margin, "frontier_model": x.frontier_eval_name, "categories": table},
-        "policy_costs": costs,
-    }  # fmt: skip
-
-
 def lineage(paths: Paths) -> dict:
     """Hashes from the problems to the checkpoint, taken from each finished stage's manifest."""
     out = {}
@@ -139,16 +148,66 @@ def lineage(paths: Paths) -> dict:
     return out
 
 
+def _port(x: DictConfig) -> int:
+    if x.port is not None:
+        return int(x.port)
+    u = urlparse(x.endpoint)
+    return u.port or (443 if u.scheme == "https" else 8000)
+
+
+def _query_router(
+    x: DictConfig, pp: dict, prices: dict, paths: Paths, out: Path
+) -> tuple[dict | None, dict | None]:
+    """Trains, calibrates and writes the query router; returns its router.yaml section and its report."""
+    from distill.export.routing_eval import build
+
+    c = QueryRouterConfig(**OmegaConf.to_container(x.query_router, resolve=True))
+    if not c.enabled:
+        return None, None
+    problems = problems_for_router(pp["commodity"], pp["frontier"], prices)
+    router, report = build(problems, curate_pass_rates(paths), c)
+    atomic_write_json(out / "query_router.json", router.to_json())
+    atomic_write_json(out / "routing.json", report)
+    section = {
+        "path": "query_router.json", "report": "routing.json", "litellm_config": "litellm.yaml",
+        "reads": "the last user message", "returns": "a tier name = a LiteLLM model group",
+        "threshold": router.threshold, "target": report["target"],
+        "held_out": {"problems": report["problems"], "folds": report["folds"], **report["at_threshold"]["classifier"],
+                     "apgr": report["pgr"]["classifier"]["apgr"]},
+    }  # fmt: skip
+    return section, report
+
+
+def _write_bundle_files(out: Path, spec: dict, doc: dict) -> None:
+    atomic_write_json(out / "serve.json", spec)
+    write_script(out / "serve.sh", serve_script(spec))
+    atomic_write_text(out / "router.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
+    atomic_write_text(
+        out / "litellm.yaml", OmegaConf.to_yaml(OmegaConf.create(litellm_model_list(doc["tiers"])))
+    )
+
+
+def _print_summary(out: Path, spec: dict, report: dict | None) -> None:
+    from distill.export.routing_eval import cost_table, curve_table
+
+    print(f"[distill] export: bundle at {out / 'model'}\n[distill] serve with (from {out}): {spec['usage']}")
+    if report:
+        print("[distill] query router, held-out routing curve (accuracy):\n" + "\n".join(curve_table(report)))
+        print("[distill] at the calibrated threshold:\n" + "\n".join(cost_table(report)))
+
+
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
     from distill.export.model_card import model_card
 
     x, t0 = cfg.stage, time.perf_counter()
     train, ev = upstream(paths, "train", "export"), upstream(paths, "eval", "export")
+    has_curate = (paths.stage_dir("curate") / MANIFEST).exists()
+    cur_key = [upstream(paths, "curate", "export").key] if has_curate else []
     if x.model not in train.outputs:
         raise KeyError(f"export.model={x.model!r} is not a train output (have: {', '.join(train.outputs)})")
     out = paths.stage_dir(STAGE)
     keyed = {"stage": OmegaConf.to_container(x, resolve=True), "run": cfg.run.name}
-    key = config_key(keyed, [train.key, ev.key])
+    key = config_key(keyed, [train.key, ev.key, *cur_key])
     if m := up_to_date(out, key, cfg.force, "export"):
         return m
     src = Path(train.outputs[x.model]["path"])
@@ -162,29 +221,41 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     bundle = out / "model"
     files = _copy_model(src, bundle)
     gen = _generation_config(bundle, metrics["sampling"], metrics["sampling"]["max_tokens"])
-    spec = serve_spec(bundle, x, served)
-    entry = router_entry(x, served, metrics, student)
+    spec = serve_spec(x, served, _port(x), paths)
+    cat_field = ev.config.get("category_field", "category")
+    pp = {"commodity": eval_problems(paths, student, cat_field),
+          "frontier": eval_problems(paths, x.frontier.eval_name, cat_field)}  # fmt: skip
+    prices = {"commodity": Price(**x.commodity_price), "frontier": Price(**x.frontier.prices)}
+    query, report = _query_router(x, pp, prices, paths, out)
+    doc = router_document(x, served, metrics, student, pp, query)
     lin = lineage(paths)
-    atomic_write_json(out / "serve.json", spec)
+    weights = {f: sha256_file(bundle / f) for f in files if f.endswith(".safetensors")}
+    _write_bundle_files(out, spec, doc)
     atomic_write_text(
-        out / "serve.sh",
-        "#!/usr/bin/env bash\n# Launch the commodity-tier model with vLLM.\nexec "
-        + spec["command"]
-        + ' "$@"\n',
+        bundle / "README.md",
+        model_card(cfg, paths, served, student, metrics, doc, lin, gen, spec, report, weights),
     )
-    atomic_write_text(out / "router.yaml", OmegaConf.to_yaml(OmegaConf.create({"commodity": entry})))
-    atomic_write_text(bundle / "README.md", model_card(cfg, paths, served, student, metrics, entry, lin, gen))
+    written = [
+        "serve.json",
+        "serve.sh",
+        "router.yaml",
+        "litellm.yaml",
+        *(["query_router.json", "routing.json"] if query else []),
+    ]
     m = Manifest(
         stage=STAGE, key=key, config=keyed,
         inputs=[{"name": "train", "path": str(src), "sha256": None, "key": train.key},
-                {"name": "eval", "path": ev.outputs["metrics"]["path"], "sha256": None, "key": ev.key}],
+                {"name": "eval", "path": ev.outputs["metrics"]["path"], "sha256": None, "key": ev.key},
+                *([{"name": "curate", "path": str(paths.stage_dir("curate")), "sha256": None, "key": cur_key[0]}] if cur_key else [])],
         outputs={"bundle": {"path": str(bundle), "files": files + ["generation_config.json", "README.md"]},
-                 "serve": {"path": str(out / "serve.json")}, "router": {"path": str(out / "router.yaml")},
-                 "weights_sha256": {"path": str(bundle), "sha256": {f: sha256_file(bundle / f) for f in files if f.endswith(".safetensors")}}},
-        metrics={"routed": entry["policy_costs"]["routed"], "commodity_categories": [c for c, r in entry["routing"]["categories"].items() if r["tier"] == "commodity"]},
+                 **{Path(n).stem: {"path": str(out / n)} for n in written},
+                 "weights_sha256": {"path": str(bundle), "sha256": weights}},
+        metrics={"routed": doc["policy_costs"]["routed"],
+                 "commodity_categories": [c for c, r in doc["routing"]["categories"].items() if r["tier"] == "commodity"],
+                 **({"query_router": query["held_out"]} if query else {})},
         timings={"total_s": time.perf_counter() - t0},
     )  # fmt: skip
     m.write(out)
-    log_stage_outputs(cfg, paths, m, "model", {"bundle": bundle, "router.yaml": out / "router.yaml"})
-    print(f"[distill] export: bundle at {bundle}\n[distill] serve with: {spec['command']}")
+    log_stage_outputs(cfg, paths, m, "model", {"bundle": bundle, **{n: out / n for n in written}})
+    _print_summary(out, spec, report)
     return m
