@@ -9,6 +9,8 @@ which then compete with the next engine for the cores), in the order raw, stage,
 drift in machine load over the run weighs on both sides alike.
 
     .venv/bin/python bench/generate_overhead.py [--problems 512] [--n 8] [--rounds 2]
+
+The last line is `RESULT generate_overhead ratio=... goal>=0.95 ...`.
 """
 
 from __future__ import annotations
@@ -120,7 +122,12 @@ def main() -> None:
           f"{2 * args.rounds} runs per side")  # fmt: skip
     print(f"raw vllm.LLM.generate : {raw_tok:>8d} tokens in {raw_s:7.2f} s = {raw_tps:8.0f} tok/s")
     print(f"generate stage        : {stage_tok:>8d} tokens in {stage_s:7.2f} s = {stage_tps:8.0f} tok/s")
-    print(f"stage / raw throughput: {stage_tps / raw_tps:.3f}  (goal >= 0.95)")
+    ratio = stage_tps / raw_tps
+    print(f"stage / raw throughput: {ratio:.3f}  (goal >= 0.95)")
+    same = "same_tokens" if stage_tok == raw_tok else f"tokens_differ({stage_tok}!={raw_tok})"
+    print(
+        f"RESULT generate_overhead ratio={ratio:.3f} goal>=0.95 {same} {'PASS' if ratio >= 0.95 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Padding vs the train stage's padding-free path: tokens/s, real-token share, final losses, on the toy student.
 
     .venv/bin/python bench/train_throughput.py [--data a.jsonl b.jsonl] [--epochs 3] [--seeds 0 1 2]
+    .venv/bin/python bench/train_throughput.py --lengths reasoning --block 1024 --rows 240 --layers 2 --epochs 1
 
 Both sides train the same student on the same rows with the same lr schedule, epochs and loss on the
 assistant turn only, once per seed (the seed draws the batches), alternating sides:
   * padded: TRL `SFTTrainer` with its plain defaults (no packing, batches padded to their longest row,
-    per_device_train_batch_size=8, gradient checkpointing on);
+    per_device_train_batch_size=8), except gradient checkpointing: off, as the stage has it on CPU, so
+    that both sides compute the same activations once (`--padded-grad-ckpt`: TRL's default, on);
   * stage: distill.train.worker.build_trainer. By default `packing=false, padding_free=true`: each step's
     8 rows, re-drawn every epoch, flattened into one row with restarted positions and per-document
     attention, i.e. the padded run's steps and batches without the padding. `--stage-batching packed`
@@ -15,6 +17,9 @@ both trained models on the same held-out rows, tokenised the same way (the stage
 the assistant turn), mean and spread over seeds: "equal within noise" means the means differ by less
 than twice the standard error of their difference.
 Default data: runs/toy/curate/phase{1,2}.jsonl if the toy pipeline ran, else synthetic chain sums.
+`--lengths reasoning`: synthetic chain sums whose lengths follow R1 traces' long tail (reasoning_lengths)
+up to --block tokens, on a random-init student built wider than the toy one (--hidden, --layers).
+The last line is `RESULT train_throughput ratio=...x goal>=1.5x ...` (PASS: all three goals).
 """
 
 from __future__ import annotations
@@ -51,6 +56,68 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"messages": [{"role": "user", "content": PROMPT.format(q=f"What is {expr}?")},
                                   {"role": "assistant", "content": think}]})  # fmt: skip
     return rows
+
+
+# Reasoning-trace lengths, as fractions of the max length: lognormal, median 0.14, sigma 0.7, clipped at 1.
+# Shape from published R1 trace statistics: Open-R1 Update #1 (huggingface.co/blog/open-r1/update-1)
+# plots R1's response lengths in OpenThoughts: mean ~6,000 tokens, some over 20,000; DeepSeek-R1
+# Thoughtology (arXiv 2504.07128) shows R1's thinking-token histograms right-skewed with a tail to the
+# 32k cap. Against a 32k max length these parameters give mean 0.18 (5.9k) and 1.9% of rows over 0.6 (20k).
+LEN_MEDIAN, LEN_SIGMA = 0.14, 0.7
+
+
+def reasoning_lengths(n: int, max_len: int, seed: int = 0, floor: int = 48) -> list[int]:
+    rng = random.Random(seed)
+    return [
+        max(floor, min(max_len, int(max_len * LEN_MEDIAN * math.exp(rng.gauss(0, LEN_SIGMA)))))
+        for _ in range(n)
+    ]
+
+
+def reasoning_rows(n: int, max_len: int, tok, seed: int = 0) -> list[dict]:
+    """Chain sums whose think block re-checks the chain until the row reaches a length drawn from
+    `reasoning_lengths`: a short prompt and a long, repetitive response, as in R1 traces."""
+    rng = random.Random(seed)
+    return [fit(synthetic_rows(1, rng.randint(0, 10**9))[0], t, max_len, tok) for t in reasoning_lengths(n, max_len, seed)]  # fmt: skip
+
+
+def fit(row: dict, target: int, max_len: int, tok) -> dict:
+    """`row` with as many re-checks of its chain as bring it to about `target` tokens, never over max_len."""
+    user, asst = (m["content"] for m in row["messages"])
+    think, answer = asst.split("\n</think>\n")
+    chain = think.removeprefix("<think>\n")
+
+    def conv(checks: int) -> list[dict]:
+        body = think + "".join(f"\nWait, let me check that again.\n{chain}" for _ in range(checks))
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": f"{body}\n</think>\n{answer}"}]  # fmt: skip
+
+    def size(checks: int) -> int:
+        return len(tok.apply_chat_template(conv(checks), return_dict=True)["input_ids"])
+
+    k = max(0, (target - size(0)) // max(1, size(1) - size(0)))
+    while k and size(k) > max_len:
+        k -= 1
+    return {"messages": conv(k)}
+
+
+def build_student(out: Path, tokenizer_dir: str, hidden: int, layers: int, max_len: int) -> Path:
+    """A random-init Qwen3 student (the toy student's architecture, wider and deeper, positions up to
+    max_len) with the toy tokenizer: big enough that compute, not per-op overhead, sets the step time."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.model_max_length = max_len
+    cfg = Qwen3Config(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
+        num_attention_heads=hidden // 32, num_key_value_heads=max(1, hidden // 64), head_dim=32,
+        max_position_embeddings=max_len, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, bos_token_id=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
 
 
 def load_rows(paths: list[str]) -> list[dict]:
@@ -91,7 +158,8 @@ def stage_trainer(
 
 
 def padded_trainer(student: Path, train: Path, val: Path, out: Path, a: argparse.Namespace):
-    """TRL SFTTrainer, plain defaults (padding, batch 8), with only loss masking/schedule made equal."""
+    """TRL SFTTrainer, plain defaults (padding, batch 8), with only loss masking/schedule made equal, and
+    gradient checkpointing as the stage has it on CPU (off) unless --padded-grad-ckpt (TRL's default)."""
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -102,6 +170,7 @@ def padded_trainer(student: Path, train: Path, val: Path, out: Path, a: argparse
         lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=0.03, assistant_only_loss=True, use_cpu=True,
         bf16=False, dataloader_pin_memory=False, save_strategy="no", report_to="none", logging_steps=10,
         seed=a.seed, data_seed=a.seed, shuffle_dataset=True, disable_tqdm=True,
+        gradient_checkpointing=a.padded_grad_ckpt,
     )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(student, use_safetensors=True, attn_implementation="sdpa")
     ds = {k: load_dataset("json", data_files=str(p), split="train") for k, p in (("t", train), ("v", val))}
@@ -160,8 +229,8 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return m, (sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
 
 
-def report(base: list[dict], ours: list[dict]) -> bool:
-    """Prints the comparison; True when all three goals hold."""
+def report(base: list[dict], ours: list[dict]) -> tuple[float, bool]:
+    """Prints the comparison; (tokens/s ratio, whether all three goals hold)."""
     tps = [sum(r["real_tokens"] for r in side) / sum(r["runtime_s"] for r in side) for side in (base, ours)]
     ratio = tps[1] / tps[0]
     share = min(r["real_share"] for r in ours)
@@ -181,8 +250,11 @@ def report(base: list[dict], ours: list[dict]) -> bool:
         "share>=97%": share >= 0.97,
         "losses equal within noise": abs(mo - mb) < 2 * se,
     }
+    if len(base) > 1:  # the same seed draws the same batches on both sides: the paired view is tighter
+        md, sd = mean_sd([o["held_out_loss"] - b["held_out_loss"] for b, o in zip(base, ours, strict=True)])
+        print(f"paired loss diff (stage - padded, per seed)  {md:+.4f}, 2 SE {2 * sd / len(base) ** 0.5:.4f}")
     print("goals: " + "  ".join(f"{k} {v}" for k, v in goals.items()))
-    return all(goals.values())
+    return ratio, all(goals.values())
 
 
 def main() -> None:
@@ -198,38 +270,54 @@ def main() -> None:
         "--attn", default="varlen_sdpa", help="the stage's attention (varlen_sdpa: per-document SDPA)"
     )
     ap.add_argument("--stage-batching", choices=["padding_free", "packed"], default="padding_free")
+    ap.add_argument(
+        "--padded-grad-ckpt", action="store_true", help="TRL's default; the stage has it off on CPU"
+    )
+    ap.add_argument("--lengths", choices=["toy", "reasoning"], default="toy",
+                    help="reasoning: synthetic rows with R1-shaped lengths up to --block, on a built student")  # fmt: skip
+    ap.add_argument("--hidden", type=int, default=128, help="--lengths reasoning: the student's width")
+    ap.add_argument("--layers", type=int, default=4, help="--lengths reasoning: the student's depth")
     a = ap.parse_args()
     import torch
     from accelerate.state import AcceleratorState
     from transformers import AutoTokenizer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    rows = load_rows(a.data)
-    random.Random(0).shuffle(rows)
-    rows = rows[: a.rows]
-    n_val = max(16, len(rows) // 10)
-    tok = AutoTokenizer.from_pretrained(a.student)
-    lens = [len(tok.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in rows]
-    a.mean_len = sum(lens) / len(lens)
-    a.block = max(a.block, max(lens))
-    print(f"rows={len(rows)} (val {n_val}) mean_len={a.mean_len:.0f} max_len={max(lens)} threads="
-          f"{torch.get_num_threads()} stage={a.stage_batching}", flush=True)  # fmt: skip
-    base, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if a.lengths == "reasoning":
+            a.student = str(build_student(tmp / "student", a.student, a.hidden, a.layers, a.block))
+            rows = reasoning_rows(a.rows, a.block, AutoTokenizer.from_pretrained(a.student))
+        else:
+            rows = load_rows(a.data)
+        random.Random(0).shuffle(rows)
+        rows = rows[: a.rows]
+        n_val = max(16, len(rows) // 10)
+        tok = AutoTokenizer.from_pretrained(a.student)
+        lens = [len(tok.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in rows]
+        a.mean_len = sum(lens) / len(lens)
+        a.block = max(a.block, max(lens))
+        q = sorted(lens)
+        print(f"rows={len(rows)} (val {n_val}) lengths={a.lengths} mean_len={a.mean_len:.0f} median={q[len(q) // 2]} "
+              f"p90={q[int(len(q) * 0.9)]} max_len={max(lens)} threads={torch.get_num_threads()} "
+              f"stage={a.stage_batching} padded_grad_ckpt={a.padded_grad_ckpt}", flush=True)  # fmt: skip
+        base, ours = [], []
         train = write_jsonl(tmp / "train.jsonl", rows[n_val:])
         val = write_jsonl(tmp / "val.jsonl", rows[:n_val])
         for seed in a.seeds:
             a.seed = seed
             trainer = padded_trainer(Path(a.student), train, val, tmp / f"padded{seed}", a)
-            base.append(measure(trainer, "trl-padded-defaults", a.student, rows[:n_val], seed))
+            base.append(measure(trainer, "trl-padded", a.student, rows[:n_val], seed))
             AcceleratorState._reset_state(reset_partial_state=True)
             trainer = stage_trainer(Path(a.student), train, val, tmp / f"stage{seed}", a, 8)
             ours.append(measure(trainer, f"distill-{a.stage_batching}", a.student, rows[:n_val], seed))
             AcceleratorState._reset_state(reset_partial_state=True)
-    report(base, ours)
-    if not all(math.isfinite(r["held_out_loss"]) for r in base + ours):
-        raise SystemExit("non-finite loss")
+    ratio, ok = report(base, ours)
+    finite = all(math.isfinite(r["held_out_loss"]) for r in base + ours)
+    print(f"RESULT train_throughput ratio={ratio:.2f}x goal>=1.5x lengths={a.lengths} "
+          f"padded_grad_ckpt={a.padded_grad_ckpt} stage={a.stage_batching} {'PASS' if ok and finite else 'FAIL'}")  # fmt: skip
+    if not finite:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
