@@ -15,7 +15,7 @@ import random
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
 from distill.engines.base import Completion, EngineConfig, Request, SamplingConfig
-from distill.engines.chat import join_reasoning
+from distill.engines import formats
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,15 @@ class OpenAIEngine:
             openai.InternalServerError,
         )
         self.retries = 0
+        self.format = formats.resolve(model.reasoning_format)
 
     async def _call(self, client, sem, r: Request, j: int, sampling: SamplingConfig) -> Completion:
         extra = dict(self.cfg.extra_body)
         if sampling.top_k > 0:
             extra["top_k"] = sampling.top_k
+        if sampling.chat_template_kwargs:  # vLLM/SGLang servers hand these to the chat template
+            extra["chat_template_kwargs"] = {**extra.get("chat_template_kwargs", {}), **sampling.chat_template_kwargs}
+        effort = {"reasoning_effort": sampling.reasoning_effort} if sampling.reasoning_effort else {}
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 async with sem:
@@ -58,6 +62,7 @@ class OpenAIEngine:
                         max_tokens=sampling.max_tokens,
                         seed=r.seed + j,
                         extra_body=extra or None,
+                        **effort,
                     )
                 break
             except self.retryable as e:
@@ -71,11 +76,18 @@ class OpenAIEngine:
         if reasoning is None and msg.model_extra:
             reasoning = msg.model_extra.get("reasoning_content") or msg.model_extra.get("reasoning")
         usage = resp.usage
+        p = formats.from_server(reasoning, msg.content, self.format)
         return Completion(
-            join_reasoning(reasoning, msg.content),
+            p.completion,
             choice.finish_reason or "stop",
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
+            reasoning=p.reasoning,
+            response=p.answer,
+            raw=p.raw,
+            format=self.format,
+            format_problem=p.problem,
+            format_detail=p.detail,
         )
 
     async def _all(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
