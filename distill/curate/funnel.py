@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.engines.formats import FORMAT_PROBLEMS
+
 STEPS = (
     "invalid_text",
     "truncated",
+    *FORMAT_PROBLEMS,  # a teacher's format that cannot become a pair (a commentary channel, a tool call)
     "bad_think",
     "no_answer",
     "too_short",
     "too_long",
     "repetition",
+    "over_max_length",  # longer than train's max_length in the student's tokens (distill.curate.lengths)
     "duplicate_problem",
     "near_duplicate_problem",
     "contaminated",

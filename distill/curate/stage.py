@@ -26,6 +26,7 @@ from distill.curate.dedup import dedup_problems, group_by, select_samples
 from distill.curate.filters import row_filters
 from distill.curate.funnel import funnel, plot_funnel
 from distill.curate.inputs import input_record, load_samples
+from distill.curate.lengths import LengthConfig, reject_over_length
 from distill.curate.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
 from distill.curate.phases import PhaseRule, is_val, matches, train_pair
 from distill.curate.verify import Timeouts, Verifier
@@ -117,6 +118,7 @@ class CurateConfig:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    lengths: LengthConfig = field(default_factory=LengthConfig)  # the train bound, in student tokens
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     phases: list[PhaseRule] = field(default_factory=lambda: [PhaseRule()])
@@ -127,7 +129,7 @@ class CurateConfig:
 
 
 Config = CurateConfig
-NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method"}
+NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method", "lengths.batch"}
 
 
 def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
@@ -143,6 +145,8 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
         "stage": OmegaConf.to_container(c, resolve=True),
         "eval_sets": {k: vars(v) for k, v in srcs.items()},
     }
+    if c.lengths.max_length is not None:  # lengths are measured in the student's tokenizer
+        keyed["student"] = {k: cfg.student[k] for k in ("path", "tokenizer", "revision", "chat_template")}
     if c.verify.judge.enabled and c.verify.judge.model is None:
         keyed["judge_model"] = OmegaConf.to_container(cfg.teacher, resolve=True)
     if not c.verify.judge.enabled:
@@ -337,6 +341,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             r["extracted_answer"] = r["answer_method"] = None
             r["reject_reason"], r["reject_detail"] = row_filters(r, c)
             bar.update(1)
+    stats.update(reject_over_length(rows, cfg, paths))
     _verify(rows, c, stats, paths, cfg.teacher)
     _pass_rates(rows)
     extra: dict = {}

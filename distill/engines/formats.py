@@ -36,6 +36,17 @@ HARMONY_SPECIALS = (
     "<|call|>",
 )
 _TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")
+# Curate's named rejections for a format, in funnel order (distill.curate.funnel).
+FORMAT_PROBLEMS = (
+    "harmony_malformed",
+    "harmony_tool_call",
+    "harmony_commentary",
+    "harmony_unknown_channel",
+    "harmony_repeated_final",
+    "harmony_no_final",
+    "harmony_stripped",
+    "channel_markers",
+)
 # Harmony structure in text: the markers themselves, or what a decode that skips special tokens leaves.
 _MARKERS = re.compile(
     r"<\|(?:start|end|message|channel|constrain|return|call)\|>"
@@ -290,3 +301,13 @@ def completion(
         format_problem=p.problem,
         format_detail=p.detail,
     )
+
+
+def format_rejection(row: dict) -> tuple[str | None, str | None]:
+    """Curate's reason to drop a sample for its format: the problem the engine named while parsing, or
+    harmony markers left in the text (an external file, a server without a reasoning parser)."""
+    if row.get("format_problem"):
+        return row["format_problem"], row.get("format_detail")
+    if bad := channel_markers(row["completion"]):
+        return "channel_markers", bad
+    return None, None

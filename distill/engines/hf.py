@@ -44,7 +44,9 @@ class HFEngine:
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
         self.enable_thinking = model.enable_thinking
-        self.format = formats.resolve(model.reasoning_format, self.tokenizer)
+        self.format = formats.resolve(
+            model.reasoning_format, self.tokenizer, {"enable_thinking": model.enable_thinking}
+        )
 
     def _one(self, r: Request, sampling: SamplingConfig) -> list[Completion]:
         torch = self.torch

@@ -87,7 +87,9 @@ class VLLMEngine:
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
         self.enable_thinking = model.enable_thinking
-        self.format = formats.resolve(model.reasoning_format, self.tokenizer)
+        self.format = formats.resolve(
+            model.reasoning_format, self.tokenizer, {"enable_thinking": model.enable_thinking}
+        )
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams
