@@ -22,6 +22,7 @@ from distill.core.problems import data_source, source_fingerprint
 from distill.core.report import progress, summary_table
 from distill.core.schemas import REJECTED, TRAIN_PAIR
 from distill.core.tracking import log_stage_outputs
+from distill.curate.external import ExternalConfig
 from distill.curate.dedup import dedup_problems, group_by, select_samples
 from distill.curate.filters import row_filters
 from distill.curate.funnel import funnel, plot_funnel
@@ -114,6 +115,7 @@ class CurateConfig:
     name: str = "curate"
     input: str | None = None  # an external trace file instead of this run's generate output
     columns: ColumnMap = field(default_factory=ColumnMap)  # for `input` files not in the generate schema
+    external: ExternalConfig = field(default_factory=ExternalConfig)  # their shape (conf/input/ presets)
     prompt_template: str = DEFAULT_PROMPT  # for external rows without a prompt
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
@@ -334,6 +336,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         bool(c.input),
         {k: v for k, v in OmegaConf.to_container(c.columns).items() if v is not None},
         c.prompt_template,
+        OmegaConf.to_object(c.external),
     )
     stats: dict = {}
     with progress(len(rows), "curate: filter", enabled=c.progress, unit="sample") as bar:
