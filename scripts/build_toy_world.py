@@ -512,6 +512,7 @@ def parse_args() -> argparse.Namespace:
     # The harmony teacher (scripts/toy_harmony.py), fine-tuned from the saved toy teacher.
     ap.add_argument("--harmony-only", action="store_true", help="build only harmony_teacher/ from teacher/")
     ap.add_argument("--harmony-steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)  # 1 on a machine shared with other jobs
     return ap.parse_args()
 
 
@@ -531,7 +532,9 @@ def build_harmony_teacher(args, out: Path, splits: dict, used: set[str]) -> dict
     report.update(steps=args.harmony_steps, final_loss=round(loss, 4))
     log(f"harmony teacher: {report}")
     m, h = report["medium"], report["high"]
-    assert min(m["well_formed"], h["well_formed"]) >= 0.9 and h["mean_tokens"] > 1.3 * m["mean_tokens"], report
+    assert min(m["well_formed"], h["well_formed"]) >= 0.9 and h["mean_tokens"] > 1.3 * m["mean_tokens"], (
+        report
+    )
     return report
 
 
@@ -598,7 +601,7 @@ well-formed (`<think>...</think>` then `\\boxed{{}}`) {acc["well_formed_rate"]:.
 def main() -> int:
     """Build everything, then gate on the saved teacher's sampled held-out accuracy."""
     args = parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     splits, used = build_splits()

@@ -71,11 +71,16 @@ def completion(steps: str, final: int, effort: str) -> str:
 
 def prompt(tok, user: str, effort: str) -> str:  # noqa: ANN001
     return tok.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True, reasoning_effort=effort
+        [{"role": "user", "content": user}],
+        tokenize=False,
+        add_generation_prompt=True,
+        reasoning_effort=effort,
     )
 
 
-def examples(tok, problems: list[dict], reasoning_steps, user_prompt, seed: int) -> list[tuple[list[int], int]]:  # noqa: ANN001
+def examples(
+    tok, problems: list[dict], reasoning_steps, user_prompt, seed: int
+) -> list[tuple[list[int], int]]:  # noqa: ANN001
     """(ids, prompt length) per (problem, effort): loss on the harmony completion only."""
     rng = random.Random(seed)
     out = []
@@ -99,7 +104,12 @@ def init_from(teacher_dir: Path, tok) -> Qwen3ForCausalLM:  # noqa: ANN001
     ids = [tok.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>")]
     model.config.eos_token_id = ids
     model.generation_config = GenerationConfig(
-        eos_token_id=ids, pad_token_id=tok.pad_token_id, bos_token_id=None, do_sample=True, temperature=0.8, top_p=1.0
+        eos_token_id=ids,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        do_sample=True,
+        temperature=0.8,
+        top_p=1.0,
     )
     return model
 
@@ -124,9 +134,13 @@ def check(path: Path, rows: list[dict], user_prompt, n: int = 4) -> dict:  # noq
     for effort in EFFORTS:
         ok = correct = toks = total = 0
         for r in rows:
-            ids = tok(prompt(tok, user_prompt(r["problem"]), effort), return_tensors="pt", add_special_tokens=False)
+            ids = tok(
+                prompt(tok, user_prompt(r["problem"]), effort), return_tensors="pt", add_special_tokens=False
+            )
             torch.manual_seed(len(r["problem"]))
-            out = model.generate(**ids, do_sample=True, temperature=0.8, max_new_tokens=200, num_return_sequences=n)
+            out = model.generate(
+                **ids, do_sample=True, temperature=0.8, max_new_tokens=200, num_return_sequences=n
+            )
             for seq in out[:, ids["input_ids"].shape[1] :].tolist():
                 eos = set(model.generation_config.eos_token_id)
                 end = next((i for i, t in enumerate(seq) if t in eos), len(seq) - 1)

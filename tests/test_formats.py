@@ -28,7 +28,7 @@ COMMENTARY = (
     "<|channel|>commentary<|message|>Let me look that up.<|end|>"
     "<|start|>assistant<|channel|>final<|message|>42<|return|>"
 )
-TOOL = "<|channel|>commentary to=functions.calc <|constrain|>json<|message|>{\"x\": 6}<|call|>"
+TOOL = '<|channel|>commentary to=functions.calc <|constrain|>json<|message|>{"x": 6}<|call|>'
 CUT = "<|channel|>analysis<|message|>We need 6*7 = "
 FINAL_ONLY = "<|channel|>final<|message|>The answer is \\boxed{1}.<|return|>"
 
@@ -88,7 +88,9 @@ def test_parser_agrees_with_the_harmony_library(o200k):
 
 def test_harmony_verdicts(o200k, harmony_tok):
     for tok in (o200k, harmony_tok):
-        enc = (lambda t, tok=tok: tok.encode(t, add_special_tokens=False)) if tok is harmony_tok else tok.encode
+        enc = (
+            (lambda t, tok=tok: tok.encode(t, add_special_tokens=False)) if tok is harmony_tok else tok.encode
+        )
         p = formats.parse("harmony", "", enc(GOOD), tok)
         assert (p.reasoning, p.answer, p.problem) == ("We need 6*7 = 42.", "The answer is \\boxed{42}.", None)
         assert p.completion == "<think>\nWe need 6*7 = 42.\n</think>\n\nThe answer is \\boxed{42}."

@@ -63,4 +63,6 @@ def test_student_lengths_are_what_train_counts():
     r = row("a", "What is 3 + 4?", "7", "<think>\n3 + 4 = 7\n</think>\n\nThe answer is \\boxed{7}.")
     train_tok = prepare_tokenizer(str(TOY / "student"), "<|im_end|>", "<|endoftext|>")
     msgs = [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]
-    assert student_lengths([r], tok) == [len(train_tok.apply_chat_template(msgs, return_dict=True)["input_ids"])]
+    assert student_lengths([r], tok) == [
+        len(train_tok.apply_chat_template(msgs, return_dict=True)["input_ids"])
+    ]

@@ -22,7 +22,9 @@ from distill.engines.formats import THINK_CLOSE, THINK_OPEN
 class RoleMap:
     role_key: str = "role"  # the key of a message's speaker (OpenThoughts: `from`)
     content_key: str = "content"  # the key of its text (OpenThoughts: `value`)
-    names: dict[str, str] = field(default_factory=dict)  # speaker -> user|assistant|system, e.g. gpt: assistant
+    names: dict[str, str] = field(
+        default_factory=dict
+    )  # speaker -> user|assistant|system, e.g. gpt: assistant
 
 
 @dataclass
@@ -93,7 +95,9 @@ def _messages(msgs: Any, ext: ExternalConfig, where: str) -> Any:
     out = []
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or r.role_key not in m or r.content_key not in m:
-            raise RowError(f"{where}: message {j} lacks '{r.role_key}'/'{r.content_key}' (stage.external.roles)")
+            raise RowError(
+                f"{where}: message {j} lacks '{r.role_key}'/'{r.content_key}' (stage.external.roles)"
+            )
         role = r.names.get(m[r.role_key], m[r.role_key])
         msg = {"role": role, "content": m[r.content_key]}
         if role == "assistant":

@@ -71,6 +71,9 @@ def reject_over_length(rows: list[dict], cfg: Any, paths: Paths) -> dict:
     for r, n in zip(alive, student_lengths(alive, tok, lc.batch), strict=True):
         r["student_tokens"] = n
         if n > lc.max_length:
-            r["reject_reason"], r["reject_detail"] = "over_max_length", f"{n} > {lc.max_length} student tokens"
+            r["reject_reason"], r["reject_detail"] = (
+                "over_max_length",
+                f"{n} > {lc.max_length} student tokens",
+            )
             over += 1
     return {"student_max_length": lc.max_length, "over_max_length": over}

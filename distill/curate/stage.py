@@ -22,13 +22,13 @@ from distill.core.problems import data_source, source_fingerprint
 from distill.core.report import progress, summary_table
 from distill.core.schemas import REJECTED, TRAIN_PAIR
 from distill.core.tracking import log_stage_outputs
-from distill.curate.external import ExternalConfig
 from distill.curate.dedup import dedup_problems, group_by, select_samples
+from distill.curate.external import ExternalConfig
 from distill.curate.filters import row_filters
 from distill.curate.funnel import funnel, plot_funnel
 from distill.curate.inputs import input_record, load_samples
-from distill.curate.lengths import LengthConfig, reject_over_length
 from distill.curate.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
+from distill.curate.lengths import LengthConfig, reject_over_length
 from distill.curate.phases import PhaseRule, is_val, matches, train_pair
 from distill.curate.verify import Timeouts, Verifier
 from distill.engines.chat import DEFAULT_PROMPT

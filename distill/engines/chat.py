@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill.engines.formats import THINK_CLOSE, THINK_OPEN, student_format
+
 DEFAULT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 

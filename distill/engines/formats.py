@@ -146,9 +146,7 @@ class HarmonyMessage:
     end: str | None  # the terminator: <|end|> | <|return|> | <|call|>; None: cut off
 
 
-def segments_from_ids(
-    ids: Sequence[int], tokenizer: Any
-) -> tuple[list[tuple[bool, str]], Callable[[], str]]:
+def segments_from_ids(ids: Sequence[int], tokenizer: Any) -> tuple[list[tuple[bool, str]], Callable[[], str]]:
     """[(is_harmony_special, text)] with runs of ordinary ids decoded together, and the raw decode."""
     special = {tokenizer.convert_tokens_to_ids(t): t for t in HARMONY_SPECIALS if _vocab_has(tokenizer, t)}
     segs: list[tuple[bool, str]] = []
@@ -205,7 +203,9 @@ def _message(header: str, content: str, end: str | None) -> HarmonyMessage:
     role, _, rest = header.partition("<|channel|>")
     channel = re.split(r"\s|<\|constrain\|>", rest.strip(), maxsplit=1)[0] if rest else None
     to = re.search(r"to=(\S+?)(?:<\||\s|$)", header)
-    return HarmonyMessage(role.split()[0] if role.strip() else "assistant", channel, to and to.group(1), content, end)
+    return HarmonyMessage(
+        role.split()[0] if role.strip() else "assistant", channel, to and to.group(1), content, end
+    )
 
 
 def harmony_verdict(msgs: list[HarmonyMessage], malformed: str | None, raw: str) -> Parsed:
@@ -258,7 +258,9 @@ def parse(fmt: str, text: str, ids: Sequence[int] | None = None, tokenizer: Any 
         return Parsed(None, text, text)
     if fmt in ("think", "think_prompted"):
         return parse_think(text, open_in_prompt=fmt == "think_prompted")
-    raise ValueError(f"reasoning_format={fmt!r} is not one of {', '.join(FORMATS[1:])} (auto is resolved first)")
+    raise ValueError(
+        f"reasoning_format={fmt!r} is not one of {', '.join(FORMATS[1:])} (auto is resolved first)"
+    )
 
 
 def from_server(reasoning: str | None, content: str | None, fmt: str) -> Parsed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.engines import formats
 from distill.engines.base import (
     Completion,
     EngineConfig,
@@ -12,7 +13,6 @@ from distill.engines.base import (
     local_model_path,
     local_tokenizer_path,
 )
-from distill.engines import formats
 from distill.engines.chat import render, template_kwargs
 
 

@@ -14,8 +14,8 @@ import random
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
-from distill.engines.base import Completion, EngineConfig, Request, SamplingConfig
 from distill.engines import formats
+from distill.engines.base import Completion, EngineConfig, Request, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,10 @@ class OpenAIEngine:
         if sampling.top_k > 0:
             extra["top_k"] = sampling.top_k
         if sampling.chat_template_kwargs:  # vLLM/SGLang servers hand these to the chat template
-            extra["chat_template_kwargs"] = {**extra.get("chat_template_kwargs", {}), **sampling.chat_template_kwargs}
+            extra["chat_template_kwargs"] = {
+                **extra.get("chat_template_kwargs", {}),
+                **sampling.chat_template_kwargs,
+            }
         effort = {"reasoning_effort": sampling.reasoning_effort} if sampling.reasoning_effort else {}
         for attempt in range(self.cfg.max_retries + 1):
             try:

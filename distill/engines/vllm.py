@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.engines import formats
 from distill.engines.base import (
     Completion,
     EngineConfig,
@@ -16,7 +17,6 @@ from distill.engines.base import (
     local_model_path,
     local_tokenizer_path,
 )
-from distill.engines import formats
 from distill.engines.chat import render, template_kwargs
 
 _MP = "VLLM_ENABLE_V1_MULTIPROCESSING"

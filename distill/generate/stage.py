@@ -162,9 +162,8 @@ def _metrics(rows: list[dict], stats: dict) -> dict:
         "mean_completion_tokens": sum(ctoks) / max(len(ctoks), 1),
         "truncated_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
         # closed reasoning: both a reasoning and an answer parsed in the teacher's format
-        "think_closed_rate": sum(
-            r["reasoning"] is not None and r["response"] is not None for r in rows
-        ) / max(len(rows), 1),
+        "think_closed_rate": sum(r["reasoning"] is not None and r["response"] is not None for r in rows)
+        / max(len(rows), 1),
         "format_problems": _counts(r.get("format_problem") for r in rows if r.get("format_problem")),
         "reasoning_formats": _counts(r.get("reasoning_format") for r in rows),
         "samples_per_s": stats.get("samples", 0) / gen_s if stats.get("samples") else None,
