@@ -511,7 +511,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--student-steps", type=int, default=800)
     # The harmony teacher (scripts/toy_harmony.py), fine-tuned from the saved toy teacher.
     ap.add_argument("--harmony-only", action="store_true", help="build only harmony_teacher/ from teacher/")
-    ap.add_argument("--harmony-steps", type=int, default=200)
+    ap.add_argument("--harmony-steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)  # 1 on a machine shared with other jobs
     return ap.parse_args()
 
@@ -526,7 +526,7 @@ def build_harmony_teacher(args, out: Path, splits: dict, used: set[str]) -> dict
     ex = toy_harmony.examples(tok, problems, reasoning_steps, user_prompt, SEED + 11)
     log(f"harmony: {len(ex)} conversations, median {sorted(len(i) for i, _ in ex)[len(ex) // 2]} tokens")
     model = toy_harmony.init_from(out / "teacher", tok)
-    loss = train(model, ex, args.harmony_steps, 16, 1e-3, tok.pad_token_id)
+    loss = train(model, ex, args.harmony_steps, 16, 2e-3, tok.pad_token_id)
     toy_harmony.save(model, tok, out / "harmony_teacher")
     report = toy_harmony.check(out / "harmony_teacher", splits["heldout"][::16], user_prompt)
     report.update(steps=args.harmony_steps, final_loss=round(loss, 4))

@@ -99,6 +99,9 @@ def test_harmony_verdicts(o200k, harmony_tok):
         assert formats.parse("harmony", "", enc(TOOL), tok).problem == "harmony_tool_call"
         cut = formats.parse("harmony", "", enc(CUT), tok)
         assert cut.problem == "harmony_no_final" and cut.completion == CUT
+        no_eos = formats.parse("harmony", "", enc(GOOD)[:-1], tok)  # an engine that drops the stop token
+        assert no_eos.problem == "harmony_no_final"
+        assert formats.parse("harmony", "", enc(GOOD)[:-1], tok, stopped=True).answer.endswith("{42}.")
         final_only = formats.parse("harmony", "", enc(FINAL_ONLY), tok)
         assert final_only.reasoning is None and final_only.answer.endswith("{1}.")
         junk = formats.parse("harmony", "", enc("hello<|end|>"), tok)

@@ -231,9 +231,13 @@ def harmony_verdict(msgs: list[HarmonyMessage], malformed: str | None, raw: str)
     return Parsed("\n".join(analysis) if analysis else None, finals[0].content, raw)
 
 
-def parse_harmony_ids(ids: Sequence[int], tokenizer: Any) -> Parsed:
+def parse_harmony_ids(ids: Sequence[int], tokenizer: Any, stopped: bool = False) -> Parsed:
+    """`stopped`: the engine ended on a stop token it left out of the ids; the last message is whole."""
     segs, raw = segments_from_ids(ids, tokenizer)
     msgs, malformed = harmony_messages(segs)
+    if stopped and msgs and msgs[-1].end is None:
+        last = msgs[-1]
+        msgs[-1] = HarmonyMessage(last.role, last.channel, last.recipient, last.content, "<|return|>")
     return harmony_verdict(msgs, malformed, raw())
 
 
@@ -245,12 +249,14 @@ def parse_harmony_text(text: str) -> Parsed:
 # --------------------------------------------------------------------------------------------- one entry
 
 
-def parse(fmt: str, text: str, ids: Sequence[int] | None = None, tokenizer: Any = None) -> Parsed:
+def parse(
+    fmt: str, text: str, ids: Sequence[int] | None = None, tokenizer: Any = None, stopped: bool = False
+) -> Parsed:
     """A completion in format `fmt` (resolved, not `auto`); harmony needs the ids and their tokenizer,
     or text that kept its special tokens."""
     if fmt == "harmony":
         if ids is not None and tokenizer is not None:
-            return parse_harmony_ids(ids, tokenizer)
+            return parse_harmony_ids(ids, tokenizer, stopped)
         if "<|message|>" in text:
             return parse_harmony_text(text)
         return Parsed(None, None, text, "harmony_stripped", "no token ids and no harmony markers in the text")
@@ -290,7 +296,7 @@ def completion(
     tokenizer: Any = None,
 ) -> Completion:
     """An engine's `Completion` for one output, parsed in the teacher's format."""
-    p = parse(fmt, text, ids, tokenizer)
+    p = parse(fmt, text, ids, tokenizer, stopped=finish_reason == "stop")
     return Completion(
         p.completion,
         finish_reason,
