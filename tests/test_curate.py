@@ -186,7 +186,11 @@ def test_external_messages_file_without_generate(tmp_path):
         "stage.columns.problem_id=qid",
     )
     m = run_distill(ov)["curate"]
-    assert m.inputs[0]["sha256"] and m.metrics["kept"] == 3 and m.metrics["steps"][11]["removed"] == 1
+    assert (
+        m.inputs[0]["sha256"]
+        and m.metrics["kept"] == 3
+        and {s["step"]: s["removed"] for s in m.metrics["steps"]}["wrong"] == 1
+    )
     pairs = list(read_rows(m.output_path("phase1"), TRAIN_PAIR))
     assert [p["sample_idx"] for p in pairs] == [0, 1, 2] and pairs[0]["messages"][0][
         "content"
