@@ -84,13 +84,26 @@ def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return rest, stage_vals
 
 
+def open_dict_fields(node: DictConfig) -> DictConfig:
+    """Lifts struct mode from the schema's `dict[str, Any]` fields (engine.extra_body, sampling.
+    chat_template_kwargs): their keys are the user's to choose, while a typo in a typed section still fails."""
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            if OmegaConf.get_type(child) is dict:
+                OmegaConf.set_struct(child, False)
+            else:
+                open_dict_fields(child)
+    return node
+
+
 def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfig:
     """The root config with `stage` set to `name`'s fully layered, typed config."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
     rest, stage_vals = _stage_overrides(overrides)
     root = compose(config_name="config", overrides=rest + [f"stage={name}"])
-    node = root.stage
+    node = open_dict_fields(root.stage)
     exp_vals = root.stages.get(name) if root.stages else None
     if exp_vals:
         node = OmegaConf.merge(node, exp_vals)

@@ -509,7 +509,33 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--extra-steps", type=int, default=400)
     ap.add_argument("--extra-lr", type=float, default=1.5e-3)
     ap.add_argument("--student-steps", type=int, default=800)
+    # The harmony teacher (scripts/toy_harmony.py), fine-tuned from the saved toy teacher.
+    ap.add_argument("--harmony-only", action="store_true", help="build only harmony_teacher/ from teacher/")
+    ap.add_argument("--harmony-steps", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=2)  # 1 on a machine shared with other jobs
     return ap.parse_args()
+
+
+def build_harmony_teacher(args, out: Path, splits: dict, used: set[str]) -> dict:
+    """harmony_teacher/: the toy teacher re-taught gpt-oss's harmony format at two efforts; gated on the
+    saved files: nearly every completion parses as harmony, and high effort writes longer traces."""
+    import toy_harmony
+
+    tok = toy_harmony.harmony_tokenizer(out / "tokenizer")
+    problems = teacher_problems(args.harmony_steps * 16 // len(LEVELS) + 16, used)
+    ex = toy_harmony.examples(tok, problems, reasoning_steps, user_prompt, SEED + 11)
+    log(f"harmony: {len(ex)} conversations, median {sorted(len(i) for i, _ in ex)[len(ex) // 2]} tokens")
+    model = toy_harmony.init_from(out / "teacher", tok)
+    loss = train(model, ex, args.harmony_steps, 16, 2e-3, tok.pad_token_id)
+    toy_harmony.save(model, tok, out / "harmony_teacher")
+    report = toy_harmony.check(out / "harmony_teacher", splits["heldout"][::16], user_prompt)
+    report.update(steps=args.harmony_steps, final_loss=round(loss, 4))
+    log(f"harmony teacher: {report}")
+    m, h = report["medium"], report["high"]
+    assert min(m["well_formed"], h["well_formed"]) >= 0.9 and h["mean_tokens"] > 1.3 * m["mean_tokens"], (
+        report
+    )
+    return report
 
 
 def build_teacher_data(args, used: set[str]) -> tuple[PreTrainedTokenizerFast, list]:
@@ -575,10 +601,15 @@ well-formed (`<think>...</think>` then `\\boxed{{}}`) {acc["well_formed_rate"]:.
 def main() -> int:
     """Build everything, then gate on the saved teacher's sampled held-out accuracy."""
     args = parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     splits, used = build_splits()
+    if args.harmony_only:
+        report = json.loads((out / "build_report.json").read_text())
+        report["harmony_teacher"] = build_harmony_teacher(args, out, splits, used)
+        (out / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     write_splits(splits, out)
     log(f"problems: train {len(splits['train'])}, heldout {len(splits['heldout'])}")
     tok, examples = build_teacher_data(args, used)
@@ -623,6 +654,7 @@ def main() -> int:
         },
         "build_seconds": round(time.perf_counter() - T0, 1),
     }
+    report["harmony_teacher"] = build_harmony_teacher(args, out, splits, used)
     write_docs(out, report)
     log(json.dumps(acc))
     ok = ACC_RANGE[0] <= acc["accuracy_overall"] <= ACC_RANGE[1]

@@ -50,8 +50,19 @@ def test_layering_schema_yaml_experiment_cli():
 def test_reasonlite_recipe_numbers():
     overrides = ["stage=generate", "experiment=reasonlite"]
     cfg = stage_config("generate", overrides)
+    from distill.generate.passes import pass_samplings, samples_per_problem
+
     s = cfg.stage.sampling
-    assert (s.n, s.temperature, s.top_p, s.max_tokens) == (32, 0.8, 1.0, 30000)
+    assert (s.temperature, s.top_p, s.max_tokens) == (0.8, 1.0, 30000)
+    assert samples_per_problem(cfg.stage) == 32  # 16 medium-effort + 16 high-effort samples
+    efforts = [(p.n, p.reasoning_effort) for p in pass_samplings(s, cfg.stage.passes)]
+    assert efforts == [(16, "medium"), (16, "high")]
+    curate = stage_config("curate", ["stage=curate", "experiment=reasonlite"]).stage
+    assert [(p.name, list(p["values"])) for p in curate.phases] == [
+        ("phase1", ["medium"]),
+        ("phase2", ["high"]),
+    ]
+    assert curate.lengths.max_length == 32768
     assert cfg.teacher.path == "openai/gpt-oss-120b" and cfg.student.path == "Qwen/Qwen3-0.6B"
 
 

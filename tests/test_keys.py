@@ -11,13 +11,18 @@ from distill.core.manifest import Manifest
 from distill.core.paths import Paths
 
 TOY_KEYS = {
-    "generate": "053053f566a5bfe1",  # unchanged since 962d840
+    # unchanged since 962d840; the fields added since at the value that reproduces that release
+    # (generate.stage.NEUTRAL: no effort, no template kwargs, one pass, auto format) stay out of the key
+    "generate": "053053f566a5bfe1",
     # Changed on purpose (issue 19): curate and eval verify with `strict` rules by default and join several
     # `\boxed{}` of one answer, so their outputs can differ: a finished curate/eval reruns once after the
     # upgrade. Before: curate 942d1bdc199f3306, eval teacher 3812f6954e7aa0f3, student b9a62c4c14e6d9b2.
-    "curate": "ab077dca9d954e16",
-    "eval:teacher": "8f367753855faa07",
-    "eval:student": "5fb337779e0dd23f",
+    # Changed again (issue 13): curate rejects pairs over train's max_length in student tokens and reads
+    # the teacher's reasoning format; eval samples through the format-aware engines (before: curate
+    # ab077dca9d954e16, eval teacher 8f367753855faa07, student 5fb337779e0dd23f).
+    "curate": "eec0448dd7ed0e6e",
+    "eval:teacher": "cd3e17efcb332356",
+    "eval:student": "5639100a0c8b5f0a",
 }
 
 

@@ -290,3 +290,9 @@ def test_varlen_sdpa_matches_masked_sdpa(tmp_path_factory):
         input_ids=ids[:, 9:23]
     ).logits
     assert torch.allclose(res["varlen_sdpa"][2][:, 9:23], alone, atol=1e-4)  # document 2 sees only itself
+
+
+def test_packed_rows_over_max_length_are_an_error_not_a_cut(trainer_factory):
+    """Packing (BFD) would cut a longer row, losing its answer and end-of-turn: train refuses instead."""
+    with pytest.raises(ValueError, match=r"phase1\.jsonl: row \d+ has \d+ tokens > max_length=20"):
+        trainer_factory(packing=True, padding_free=True, max_length=20)

@@ -48,6 +48,9 @@ class ModelRef:
     revision: str | None = None
     chat_template: str | None = None
     enable_thinking: bool = True
+    # How its completions hold reasoning: auto | think | think_prompted | harmony | none
+    # (distill.engines.formats; auto reads the tokenizer and chat template).
+    reasoning_format: str = "auto"
     trust_remote_code: bool = False
 
 

@@ -86,15 +86,33 @@ def stage_key(
     input_keys: list[str],
     not_in_key: Iterable[str] = (),
     under: Iterable[str] = ("stage",),
+    neutral: dict[str, Any] | None = None,
 ) -> str:
     """The one way a stage, a train phase or an eval model is keyed: the config sections that decide its
     outputs (DictConfigs resolved), less the `not_in_key` fields (how it runs, not what it writes) under
-    each section named in `under`, plus the keys of its inputs."""
+    each section named in `under`, plus the keys of its inputs.
+
+    `neutral` maps fields added after a release (dotted, from the section names) to the value that does
+    what the release before did; a field holding it is left out, so a finished run of an unchanged config
+    stays finished across the upgrade instead of regenerating (tests/test_keys.py pins this)."""
     plain = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
         for k, v in sections.items()
     }
-    return config_key(plain, input_keys, {f"{u}.{k}" for u in under for k in not_in_key})
+    drop = {f"{u}.{k}" for u in under for k in not_in_key}
+    drop |= {path for path, value in (neutral or {}).items() if _get(plain, path) == value}
+    return config_key(plain, input_keys, drop)
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+_MISSING = object()
 
 
 def upstream(paths: Paths, stage: str, needed_by: str) -> Manifest:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from distill.curate.answers import extract_answer
+from distill.engines.formats import format_rejection
 
 
 def repetition(text: str, n: int) -> float:
@@ -73,6 +74,8 @@ def row_filters(row: dict, c: DictConfig) -> tuple[str | None, str | None]:
     f = c.filters
     if f.drop_truncated and row["finish_reason"] == "length":
         return "truncated", "finish_reason=length"
+    if (fmt := format_rejection(row))[0]:
+        return fmt
     a = c.answer
     ext = extract_answer(row["completion"], list(a.extractors), a.require_think, a.boxed, a.box_prose)
     row["extracted_answer"], row["answer_method"] = ext.answer, ext.method

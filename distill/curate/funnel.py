@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.engines.formats import FORMAT_PROBLEMS
+
 STEPS = (
     "unencodable_text",
     "invalid_text",
     "truncated",
+    *FORMAT_PROBLEMS,  # a teacher's format that cannot become a pair (a commentary channel, a tool call)
     "bad_think",
     "no_answer",
     "too_short",
     "too_long",
     "repetition",
+    "over_max_length",  # longer than train's max_length in the student's tokens (distill.curate.lengths)
     "duplicate_problem",
     "near_duplicate_problem",
     "contaminated",
@@ -74,3 +78,23 @@ def plot_funnel(f: dict, path: Path, title: str = "curate funnel") -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+def count_values(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
+
+
+def summary_rows(f: dict) -> dict:
+    """The funnel as the rows of curate's end-of-stage table: only the steps that removed something."""
+    rows = {"input samples": f["input"]}
+    for s in f["steps"]:
+        if s["removed"]:
+            rows[f"- {s['step']}"] = f"-{s['removed']} -> {s['remaining']}"
+    rows["kept"] = f["kept"]
+    rows.update({f"phase {k}": v for k, v in f["phases"].items()})
+    rows.update({f"verdict {k}": v for k, v in f["verdicts"].items()})
+    rows["problems in/kept"] = f"{f['problems']['input']}/{f['problems']['kept']}"
+    return rows

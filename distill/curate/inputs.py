@@ -16,6 +16,7 @@ from distill.core.io import read_rows
 from distill.core.manifest import MANIFEST, file_input, upstream
 from distill.core.paths import Paths
 from distill.core.schemas import SAMPLE, RowError
+from distill.curate.external import ExternalConfig, flatten
 from distill.engines.chat import DEFAULT_PROMPT, join_reasoning, split_completion
 
 
@@ -87,14 +88,21 @@ def number_samples(rows: list[dict]) -> None:
         counter[r["problem_id"]] = max(counter[r["problem_id"]], r["sample_idx"] + 1)
 
 
-def read_external(path: Path, columns: dict, prompt_template: str = DEFAULT_PROMPT) -> list[dict]:
+def read_external(
+    path: Path, columns: dict, prompt_template: str = DEFAULT_PROMPT, ext: ExternalConfig | None = None
+) -> list[dict]:
     if not columns:
         return list(read_rows(path, SAMPLE))
+    ext = ext or ExternalConfig()
     rows, wheres = [], []
     for i, raw in enumerate(read_rows(path), start=1):
         where = f"{path}:{i}" if path.suffix != ".parquet" else f"{path}:row {i}"
-        rows.append(map_row(raw, columns, where, prompt_template))
-        wheres.append(where)
+        for flat, w, meta in flatten(raw, columns, ext, where):  # distill.curate.external
+            row = map_row(flat, columns, w, prompt_template)
+            if "meta" not in columns:
+                row["meta"] = meta
+            rows.append(row)
+            wheres.append(w)
     number_samples(rows)
     return [SAMPLE.check(r, w) for r, w in zip(rows, wheres, strict=True)]
 
@@ -115,9 +123,11 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
     return {"name": "samples", "path": str(m.output_path("samples")), "sha256": None, "key": m.key}
 
 
-def load_samples(record: dict, external: bool, columns: dict, prompt_template: str) -> list[dict]:
+def load_samples(
+    record: dict, external: bool, columns: dict, prompt_template: str, ext: ExternalConfig | None = None
+) -> list[dict]:
     path = Path(record["path"])
-    rows = read_external(path, columns, prompt_template) if external else list(read_rows(path, SAMPLE))
+    rows = read_external(path, columns, prompt_template, ext) if external else list(read_rows(path, SAMPLE))
     seen: dict[tuple[str, int], int] = {}
     for i, r in enumerate(rows, start=1):
         k = (r["problem_id"], r["sample_idx"])

@@ -72,6 +72,7 @@ def train_pair(row: dict, phase: str, meta_keys: list[str]) -> dict:
         "extracted_answer": row["extracted_answer"],
         "verdict_source": row["verdict_source"],
         "teacher": row["teacher"],
+        "student_tokens": row.get("student_tokens"),  # what train counts (distill.curate.lengths)
     }
     for k in meta_keys:
         pair[k.rsplit(".", 1)[-1]] = _get(row, k)

@@ -23,10 +23,12 @@ from distill.core.report import progress, summary_table
 from distill.core.schemas import REJECTED, TRAIN_PAIR
 from distill.core.tracking import log_stage_outputs
 from distill.curate.dedup import dedup_problems, group_by, select_samples
+from distill.curate.external import ExternalConfig
 from distill.curate.filters import row_filters
-from distill.curate.funnel import funnel, plot_funnel
+from distill.curate.funnel import count_values, funnel, plot_funnel, summary_rows
 from distill.curate.inputs import input_record, load_samples
 from distill.curate.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
+from distill.curate.lengths import LengthConfig, reject_over_length
 from distill.curate.phases import PhaseRule, is_val, matches, train_pair
 from distill.curate.verify import Timeouts, Verifier
 from distill.engines.chat import DEFAULT_PROMPT
@@ -118,10 +120,12 @@ class CurateConfig:
     name: str = "curate"
     input: str | None = None  # an external trace file instead of this run's generate output
     columns: ColumnMap = field(default_factory=ColumnMap)  # for `input` files not in the generate schema
+    external: ExternalConfig = field(default_factory=ExternalConfig)  # their shape (conf/input/ presets)
     prompt_template: str = DEFAULT_PROMPT  # for external rows without a prompt
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    lengths: LengthConfig = field(default_factory=LengthConfig)  # the train bound, in student tokens
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     phases: list[PhaseRule] = field(default_factory=lambda: [PhaseRule()])
@@ -132,7 +136,7 @@ class CurateConfig:
 
 
 Config = CurateConfig
-NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method"}
+NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method", "lengths.batch"}
 
 
 def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
@@ -148,6 +152,8 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
         "stage": OmegaConf.to_container(c, resolve=True),
         "eval_sets": {k: vars(v) for k, v in srcs.items()},
     }
+    if c.lengths.max_length is not None:  # lengths are measured in the student's tokenizer
+        keyed["student"] = {k: cfg.student[k] for k in ("path", "tokenizer", "revision", "chat_template")}
     if c.verify.judge.enabled and c.verify.judge.model is None:
         keyed["judge_model"] = OmegaConf.to_container(cfg.teacher, resolve=True)
     if not c.verify.judge.enabled:
@@ -338,6 +344,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         bool(c.input),
         {k: v for k, v in OmegaConf.to_container(c.columns).items() if v is not None},
         c.prompt_template,
+        OmegaConf.to_object(c.external),
     )
     stats: dict = {}
     with progress(len(rows), "curate: filter", enabled=c.progress, unit="sample") as bar:
@@ -345,6 +352,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             r["extracted_answer"] = r["answer_method"] = None
             r["reject_reason"], r["reject_detail"] = row_filters(r, c)
             bar.update(1)
+    stats.update(reject_over_length(rows, cfg, paths))
     _verify(rows, c, stats, paths, cfg.teacher)
     _pass_rates(rows)
     extra: dict = {}
@@ -361,7 +369,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
                 "kept": len({p for p, _ in kept_ids}),
             },
             "verdicts": {str(k).lower(): sum(r["verdict"] is k for r in rows) for k in (True, False, None)},
-            "verdict_sources": _counts(r["verdict_source"] for r in rows),
+            "verdict_sources": count_values(r["verdict_source"] for r in rows),
             **{k: v for k, v in stats.items() if not k.endswith("_s")},
             **extra,
         },
@@ -370,24 +378,5 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     m = _write(out_dir, rows, phases, fun, inputs, key, cfg, timings)
     files = {n: o["path"] for n, o in m.outputs.items() if n in phases or n in ("rejected", "funnel")}
     log_stage_outputs(cfg, paths, m, "dataset", files)
-    summary_table("curate funnel", _table(fun) | timings)
+    summary_table("curate funnel", summary_rows(fun) | timings)
     return m
-
-
-def _counts(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return out
-
-
-def _table(f: dict) -> dict:
-    rows = {"input samples": f["input"]}
-    for s in f["steps"]:
-        if s["removed"]:
-            rows[f"- {s['step']}"] = f"-{s['removed']} -> {s['remaining']}"
-    rows["kept"] = f["kept"]
-    rows.update({f"phase {k}": v for k, v in f["phases"].items()})
-    rows.update({f"verdict {k}": v for k, v in f["verdicts"].items()})
-    rows["problems in/kept"] = f"{f['problems']['input']}/{f['problems']['kept']}"
-    return rows

@@ -24,6 +24,10 @@ class SamplingConfig:
     top_k: int = -1
     max_tokens: int = 160
     seed: int = 0
+    # Passed to the chat template offline and sent to endpoints (`reasoning_effort`, and `extra_body.
+    # chat_template_kwargs`); recorded in every sample's `sampling`, where phase rules can select by it.
+    reasoning_effort: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,10 +73,19 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
+    """`text` is in the student's training format (`<think>…</think>` + answer) where the engine parsed
+    the teacher's format (distill.engines.formats); `raw` is what the teacher wrote, for audit."""
+
     text: str
     finish_reason: str  # "stop" | "length" | backend-specific
     prompt_tokens: int
     completion_tokens: int
+    reasoning: str | None = None
+    response: str | None = None
+    raw: str | None = None
+    format: str | None = None  # the resolved reasoning format; None: an engine that does not parse
+    format_problem: str | None = None
+    format_detail: str | None = None
 
 
 class GenerationFailed(RuntimeError):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from distill.engines.formats import THINK_CLOSE, THINK_OPEN, student_format
+
 DEFAULT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 
@@ -22,12 +23,29 @@ def messages_for(problem: str, template: str, system_prompt: str | None = None) 
     return msgs + [{"role": "user", "content": user}]
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], enable_thinking: bool = True) -> str:
+def template_kwargs(sampling: Any) -> dict[str, Any]:
+    """The chat-template kwargs of a sampling config: its `chat_template_kwargs` plus `reasoning_effort`
+    (gpt-oss's template reads it; templates that do not, ignore it)."""
+    out = dict(getattr(sampling, "chat_template_kwargs", None) or {})
+    if effort := getattr(sampling, "reasoning_effort", None):
+        out["reasoning_effort"] = effort
+    return out
+
+
+def render(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    enable_thinking: bool = True,
+    kwargs: dict[str, Any] | None = None,
+) -> str:
     """The prompt text exactly as the model saw it in training (its own chat template)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')} has no chat template")
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+        messages,
+        tokenize=False,
+        add_generation_prompt=True,
+        **{"enable_thinking": enable_thinking, **(kwargs or {})},
     )
 
 
@@ -44,6 +62,4 @@ def split_completion(completion: str) -> tuple[str | None, str | None]:
 
 def join_reasoning(reasoning: str | None, content: str | None) -> str:
     """Rebuilds one completion from a server's separate `reasoning_content` and `content`."""
-    if reasoning is None:
-        return content or ""
-    return f"{THINK_OPEN}\n{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n{(content or '').lstrip(chr(10))}"
+    return student_format(reasoning, content)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.engines import formats
 from distill.engines.base import (
     Completion,
     EngineConfig,
@@ -12,7 +13,7 @@ from distill.engines.base import (
     local_model_path,
     local_tokenizer_path,
 )
-from distill.engines.chat import render
+from distill.engines.chat import render, template_kwargs
 
 
 class HFEngine:
@@ -24,7 +25,9 @@ class HFEngine:
             torch.set_num_threads(cfg.hf_threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(
-            local_tokenizer_path(model, paths), trust_remote_code=model.trust_remote_code
+            local_tokenizer_path(model, paths),
+            revision=None if model.tokenizer else model.revision,  # a hub model's own tokenizer, same rev
+            trust_remote_code=model.trust_remote_code,
         )
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
@@ -43,10 +46,13 @@ class HFEngine:
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
         self.enable_thinking = model.enable_thinking
+        self.format = formats.resolve(
+            model.reasoning_format, self.tokenizer, {"enable_thinking": model.enable_thinking}
+        )
 
     def _one(self, r: Request, sampling: SamplingConfig) -> list[Completion]:
         torch = self.torch
-        prompt = render(self.tokenizer, r.messages, self.enable_thinking)
+        prompt = render(self.tokenizer, r.messages, self.enable_thinking, template_kwargs(sampling))
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         plen = ids["input_ids"].shape[1]
         torch.manual_seed(r.seed)
@@ -68,7 +74,8 @@ class HFEngine:
             end = next((i for i, t in enumerate(seq) if t in self.eos_ids), None)
             toks = seq if end is None else seq[: end + 1]  # vLLM counts the EOS token too
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            comps.append(Completion(text, "length" if end is None else "stop", plen, len(toks)))
+            finish = "length" if end is None else "stop"
+            comps.append(formats.completion(self.format, text, finish, plen, toks, self.tokenizer))
         return comps
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.engines import formats
 from distill.engines.base import Completion, EngineConfig, GenerationFailed, Request, SamplingConfig
-from distill.engines.chat import THINK_OPEN, join_reasoning
+from distill.engines.chat import THINK_OPEN
 
 log = logging.getLogger(__name__)
 FATAL_STATUS = (401, 403, 404)  # a key, a permission, a model name or a URL: every request would get it
@@ -74,7 +75,7 @@ def _status_fault(e, url: str) -> Fault:
     return Fault(f"http_{status}", text, retryable=False)
 
 
-def parse_completion(http, url: str) -> Completion:
+def parse_completion(http, url: str, fmt: str = "auto") -> Completion:
     """A status-200 body read as a chat completion, or the named Fault of why it is not one."""
     ctype, text = http.headers.get("content-type", "?"), http.text
     try:
@@ -112,14 +113,17 @@ def parse_completion(http, url: str) -> Completion:
     # No content but reasoning: the answer never came (truncated or stopped while thinking), so the think
     # block stays open and the sample has no response, as a local engine's raw text would.
     if content is None:
-        text_out = f"{THINK_OPEN}\n{reasoning.strip(chr(10))}"
+        p = formats.Parsed(None, None, f"{THINK_OPEN}\n{reasoning.strip(chr(10))}")
     else:
-        text_out = join_reasoning(reasoning, content)
+        p = formats.from_server(reasoning, content, fmt)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     tokens = [
         usage.get(k) if isinstance(usage.get(k), int) else 0 for k in ("prompt_tokens", "completion_tokens")
     ]
-    return Completion(text_out, str(finish), *tokens)
+    return Completion(
+        p.completion, str(finish), *tokens, reasoning=p.reasoning, response=p.answer, raw=p.raw,
+        format=fmt, format_problem=p.problem, format_detail=p.detail,
+    )  # fmt: skip
 
 
 @dataclass
@@ -149,9 +153,12 @@ class OpenAIEngine:
             base_url=cfg.base_url, api_key=key or "EMPTY", max_retries=0, timeout=cfg.timeout_s
         )
         self.counters: Counter = Counter()  # the last generate call's retries and give-ups, by cause
+        self.format = formats.resolve(model.reasoning_format)
 
     async def _attempt(self, b: _Batch, r: Request, j: int, extra: dict) -> Completion:
         o = self.openai
+        s = b.sampling
+        effort = {"reasoning_effort": s.reasoning_effort} if s.reasoning_effort else {}
         try:
             async with b.sem:
                 if b.fatal is not None:  # decided while this request waited for its turn
@@ -165,6 +172,7 @@ class OpenAIEngine:
                         max_tokens=b.sampling.max_tokens,
                         seed=r.seed + j,
                         extra_body=extra or None,
+                        **effort,
                     )
         except TimeoutError:
             raise Fault(
@@ -176,12 +184,17 @@ class OpenAIEngine:
             raise Fault("connection", f"{self.url}: connection failed: {e.__cause__ or e}", True) from None
         except o.APIStatusError as e:
             raise _status_fault(e, self.url) from None
-        return parse_completion(raw.http_response, self.url)
+        return parse_completion(raw.http_response, self.url, self.format)
 
     async def _call(self, b: _Batch, r: Request, j: int) -> Completion:
         extra = dict(self.cfg.extra_body)
         if b.sampling.top_k > 0:
             extra["top_k"] = b.sampling.top_k
+        if b.sampling.chat_template_kwargs:  # vLLM/SGLang servers hand these to the chat template
+            extra["chat_template_kwargs"] = {
+                **extra.get("chat_template_kwargs", {}),
+                **b.sampling.chat_template_kwargs,
+            }
         tries: list[str] = []
         while True:
             try:

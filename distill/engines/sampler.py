@@ -32,10 +32,15 @@ class SamplerConfig:
     progress: bool = True
 
 
-def _rows_for(problem: dict, comps: list, prompt: str, teacher: str, sampling: dict) -> list[dict]:
+def _rows_for(
+    problem: dict, comps: list, prompt: str, teacher: str, sampling: dict, first_idx: int = 0
+) -> list[dict]:
     out = []
-    for idx, c in enumerate(comps):
-        reasoning, response = split_completion(c.text)
+    for idx, c in enumerate(comps, start=first_idx):
+        if getattr(c, "format", None) is None:  # an engine that does not parse formats
+            reasoning, response = split_completion(c.text)
+        else:
+            reasoning, response = c.reasoning, c.response
         out.append(
             {
                 **problem,
@@ -49,6 +54,11 @@ def _rows_for(problem: dict, comps: list, prompt: str, teacher: str, sampling: d
                 "completion_tokens": c.completion_tokens,
                 "teacher": teacher,
                 "sampling": sampling,
+                # the teacher's own text where it differs from `completion` (harmony, R1-style), for audit
+                "raw_completion": c.raw if getattr(c, "raw", None) not in (None, c.text) else None,
+                "reasoning_format": getattr(c, "format", None),
+                "format_problem": getattr(c, "format_problem", None),
+                "format_detail": getattr(c, "format_detail", None),
             }
         )
     return out
@@ -76,12 +86,15 @@ class Sampler:
         paths: Paths,
         prompt_template: str,
         system_prompt: str | None,
-        sampling: DictConfig,
+        sampling: DictConfig | list[DictConfig],
     ):
+        """`sampling` may be a list of passes (e.g. one per reasoning effort): each problem gets every
+        pass's samples, numbered on from the previous pass's, in one sample set."""
         self.engine_cfg, self.model, self.paths = engine, model, paths
         self.prompt_template, self.system_prompt = prompt_template, system_prompt
-        self.sampling = OmegaConf.to_object(sampling)
-        self.sampling_dict = OmegaConf.to_container(sampling, resolve=True)
+        passes = sampling if isinstance(sampling, list) else [sampling]
+        self.passes = [(OmegaConf.to_object(s), OmegaConf.to_container(s, resolve=True)) for s in passes]
+        self.sampling, self.sampling_dict = self.passes[0]
         self.engine = None
         self.stats = defaultdict(float)
 
@@ -94,39 +107,73 @@ class Sampler:
             self.stats["engine_init_s"] += time.perf_counter() - t0
         return self.engine
 
-    def run_chunk(self, problems: list[dict]) -> list[dict]:
-        n, seed = self.sampling.n, self.sampling.seed
-        msgs = [messages_for(p["problem"], self.prompt_template, self.system_prompt) for p in problems]
-        reqs = [
-            Request(p["problem_id"], m, n, problem_seed(seed, p["problem_id"]))
-            for p, m in zip(problems, msgs, strict=True)
-        ]
+    @property
+    def samples_per_problem(self) -> int:
+        return sum(s.n for s, _ in self.passes)
+
+    def _generate(
+        self, reqs: list[Request], sampling: SamplingConfig
+    ) -> tuple[list, GenerationFailed | None]:
+        """One engine call: (outputs aligned with `reqs`, None for a failed one; the failure, if any)."""
         engine = self._engine()
         t0 = time.perf_counter()
-        failure = None
         try:
-            outs = engine.generate(reqs, self.sampling)
+            return engine.generate(reqs, sampling), None
         except GenerationFailed as e:
-            outs, failure = e.outputs, e
+            return e.outputs, e
         finally:
             self.stats["generate_s"] += time.perf_counter() - t0
             for k, v in getattr(engine, "counters", {}).items():  # retries and give-ups, by cause
                 self.stats[k] += v
-        rows = []
-        for p, m, comps in zip(problems, msgs, outs, strict=True):
-            if comps is None:
-                continue
-            if len(comps) != n:
-                raise RuntimeError(
-                    f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}"
+
+    def run_chunk(self, problems: list[dict]) -> list[dict]:
+        """Every pass's samples of each problem; a problem that failed in any pass is left out whole (resume
+        keeps complete problems only) and reported through ChunkFailed with the finished ones' rows."""
+        msgs = [messages_for(p["problem"], self.prompt_template, self.system_prompt) for p in problems]
+        by_problem: list[list[dict] | None] = [[] for _ in problems]
+        failed: dict[str, str] = {}
+        fatal: str | None = None
+        first = 0
+        for sampling, sampling_dict in self.passes:
+            n = sampling.n
+            todo = [i for i, rs in enumerate(by_problem) if rs is not None]
+            if not todo or fatal:
+                break
+            reqs = [
+                Request(
+                    problems[i]["problem_id"],
+                    msgs[i],
+                    n,
+                    problem_seed(sampling.seed, problems[i]["problem_id"]),
                 )
-            rows += _rows_for(p, comps, m[-1]["content"], self.model.name, self.sampling_dict)
+                for i in todo
+            ]
+            outs, failure = self._generate(reqs, sampling)
+            if failure is not None:
+                failed.update(failure.failed)
+                fatal = fatal or failure.fatal
+            for i, comps in zip(todo, outs, strict=True):
+                p = problems[i]
+                if comps is None:
+                    by_problem[i] = None
+                    continue
+                if len(comps) != n:
+                    raise RuntimeError(
+                        f"engine returned {len(comps)} samples for {p['problem_id']}, expected {n}"
+                    )
+                by_problem[i] += _rows_for(
+                    p, comps, msgs[i][-1]["content"], self.model.name, sampling_dict, first
+                )
+            first += n
+        rows = [r for rs in by_problem if rs is not None for r in rs]
         self.stats["samples"] += len(rows)
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["prompt_tokens"] += sum(r["prompt_tokens"] for r in rows)
-        if failure is not None:
-            self.stats["failed_problems"] += len(failure.failed)
-            raise ChunkFailed(rows, failure.failed, failure.fatal, str(failure)) from failure
+        if failed:
+            self.stats["failed_problems"] += len(failed)
+            pid, why = next(iter(failed.items()))
+            msg = f"{len(failed)} of {len(problems)} problems failed; first: {pid}: {why}"
+            raise ChunkFailed(rows, failed, fatal, msg)
         return rows
 
     def endpoint_counts(self) -> dict[str, int]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.engines import formats
 from distill.engines.base import (
     Completion,
     EngineConfig,
@@ -16,7 +17,7 @@ from distill.engines.base import (
     local_model_path,
     local_tokenizer_path,
 )
-from distill.engines.chat import render
+from distill.engines.chat import render, template_kwargs
 
 _MP = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
@@ -49,6 +50,7 @@ def llm_kwargs(cfg: EngineConfig, model: ModelRef, paths: Paths) -> tuple[dict, 
         model=local_model_path(model, paths),
         tokenizer=local_tokenizer_path(model, paths),
         revision=model.revision,
+        tokenizer_revision=None if model.tokenizer else model.revision,
         dtype=cfg.dtype,
         tensor_parallel_size=cfg.tensor_parallel_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -86,11 +88,15 @@ class VLLMEngine:
         if model.chat_template:
             self.tokenizer.chat_template = model.chat_template
         self.enable_thinking = model.enable_thinking
+        self.format = formats.resolve(
+            model.reasoning_format, self.tokenizer, {"enable_thinking": model.enable_thinking}
+        )
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        prompts = [render(self.tokenizer, r.messages, self.enable_thinking) for r in requests]
+        kw = template_kwargs(sampling)
+        prompts = [render(self.tokenizer, r.messages, self.enable_thinking, kw) for r in requests]
         params = [
             SamplingParams(
                 n=r.n,
@@ -107,10 +113,13 @@ class VLLMEngine:
         for out in outs:
             ptoks = len(out.prompt_token_ids or [])
             comps = sorted(out.outputs, key=lambda c: c.index)
-            results.append(
-                [Completion(c.text, c.finish_reason or "stop", ptoks, len(c.token_ids)) for c in comps]
-            )
+            results.append([self._completion(c, ptoks) for c in comps])
         return results
+
+    def _completion(self, c, ptoks: int) -> Completion:  # noqa: ANN001 (vllm.CompletionOutput)
+        """Harmony is parsed from the ids: the offline decode has already stripped its markers."""
+        ids = list(c.token_ids)
+        return formats.completion(self.format, c.text, c.finish_reason or "stop", ptoks, ids, self.tokenizer)
 
     def close(self) -> None:
         del self.llm

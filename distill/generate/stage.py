@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +26,7 @@ from distill.core.report import progress, summary_table
 from distill.core.schemas import SAMPLE, RowError
 from distill.core.tracking import log_stage_outputs
 from distill.engines.sampler import ChunkFailed, Sampler, SamplerConfig
+from distill.generate.passes import PassConfig, pass_samplings, samples_per_problem
 from distill.generate.shards import run_local_shards
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class GenerateConfig(SamplerConfig):
     shard: int | None = None
     num_shards: int = 1
     workers: int = 1  # shards generated at once on this node, each its own engine on its own GPUs
+    # e.g. [{effort: medium}, {effort: high}]: every problem sampled once per pass, into one sample set
+    passes: list[PassConfig] = field(default_factory=list)
 
 
 Config = GenerateConfig
@@ -59,6 +62,16 @@ NOT_IN_KEY = {
 }
 
 
+# Fields added after a release, at the value that generates what that release generated (no effort in the
+# prompt, no extra template kwargs, one pass, the think split): left out of the key while they hold it.
+NEUTRAL = {
+    "stage.passes": [],
+    "stage.sampling.reasoning_effort": None,
+    "stage.sampling.chat_template_kwargs": {},
+    "teacher.reasoning_format": "auto",
+}
+
+
 def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     g = cfg.stage
     src = cfg.data[g.problems]
@@ -70,7 +83,7 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
             )
         )
     keyed = {"stage": g, "teacher": cfg.teacher, "problems": src}
-    return stage_key(keyed, [i["key"] for i in inputs], NOT_IN_KEY), inputs
+    return stage_key(keyed, [i["key"] for i in inputs], NOT_IN_KEY, neutral=NEUTRAL), inputs
 
 
 def _complete_rows(log_: AppendLog, pids: set[str], n: int) -> tuple[list[dict], set[str]]:
@@ -99,13 +112,14 @@ def _run_shard(
         return m
     mine = shard_of(problems, shard, g.num_shards)
     log_ = AppendLog(parts / f"{name}.jsonl", SAMPLE)
-    kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, g.sampling.n)
+    n = samples_per_problem(g)
+    kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, n)
     todo = [p for p in mine if p["problem_id"] not in done]
     before = gen.endpoint_counts()
     with progress(len(mine), f"generate {name}", initial=len(done), enabled=g.progress) as bar:
-        failed, stopped = _generate(gen, g, todo, log_, bar)
+        failed, stopped = _generate(gen, g, todo, log_, bar, n)
         if failed and not stopped:  # once more, after the rest: a short outage may be over
-            failed, _ = _generate(gen, g, [p for p in todo if p["problem_id"] in failed], log_, bar)
+            failed, _ = _generate(gen, g, [p for p in todo if p["problem_id"] in failed], log_, bar, n)
     if failed:
         first = next(iter(failed.items()))
         raise RuntimeError(
@@ -116,7 +130,7 @@ def _run_shard(
         stage=STAGE,
         key=key,
         config={"shard": shard, "num_shards": g.num_shards},
-        outputs={"samples": {"path": str(log_.path), "rows": len(mine) * g.sampling.n}},
+        outputs={"samples": {"path": str(log_.path), "rows": len(mine) * n}},
         metrics={
             "problems": len(mine),
             "resumed_problems": len(done),
@@ -129,7 +143,7 @@ def _run_shard(
 
 
 def _generate(
-    gen: Sampler, g: DictConfig, todo: list[dict], log_: AppendLog, bar
+    gen: Sampler, g: DictConfig, todo: list[dict], log_: AppendLog, bar, n: int
 ) -> tuple[dict[str, str], bool]:
     """Generates `todo` into the shard log chunk by chunk: (failed problem id -> why, stopped early).
 
@@ -149,7 +163,7 @@ def _generate(
             if e.fatal or in_a_row >= STOP_AFTER_FAILED:
                 stop = e.fatal or f"the {in_a_row} problems before failed and none finished"
         log_.append(rows)
-        bar.update(len(rows) // g.sampling.n)
+        bar.update(len(rows) // n)
         s = gen.stats
         bar.set_postfix(
             samples_s=f"{s['samples'] / max(s['generate_s'], 1e-9):.1f}",
@@ -217,12 +231,23 @@ def _metrics(rows: list[dict], stats: dict, shard_ms: list[Manifest]) -> dict:
         "problems": len({r["problem_id"] for r in rows}),
         "mean_completion_tokens": sum(ctoks) / max(len(ctoks), 1),
         "truncated_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
-        "think_closed_rate": sum(r["response"] is not None for r in rows) / max(len(rows), 1),
+        # closed reasoning: both a reasoning and an answer parsed in the teacher's format
+        "think_closed_rate": sum(r["reasoning"] is not None and r["response"] is not None for r in rows)
+        / max(len(rows), 1),
+        "format_problems": _counts(r.get("format_problem") for r in rows if r.get("format_problem")),
+        "reasoning_formats": _counts(r.get("reasoning_format") for r in rows),
         "samples_per_s": stats.get("samples", 0) / gen_s if stats.get("samples") else None,
         "tokens_per_s": stats.get("completion_tokens", 0) / gen_s if stats.get("samples") else None,
         "generated_samples_this_run": int(stats.get("samples", 0)),
         **_endpoint_metrics(shard_ms),
     }
+
+
+def _counts(values) -> dict[str, int]:  # noqa: ANN001 (an iterable of labels)
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
 
 
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
@@ -244,7 +269,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             if not finished(parts, key, f"{shard_name(s, g.num_shards)}.manifest.json")
         ]
         run_local_shards(cfg, paths, todo, min(g.workers, len(todo) or 1))
-    gen = Sampler(g.engine, cfg.teacher, paths, g.prompt_template, g.system_prompt, g.sampling)
+    samplings = pass_samplings(g.sampling, g.passes)
+    gen = Sampler(g.engine, cfg.teacher, paths, g.prompt_template, g.system_prompt, samplings)
     try:
         shards = [g.shard] if g.shard is not None else range(g.num_shards)
         shard_ms = [_run_shard(gen, g, problems, s, parts, key) for s in shards]
@@ -252,7 +278,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         gen.close()
     if g.shard is not None:
         return shard_ms[0]
-    rows = _merge(problems, parts, g.num_shards, g.sampling.n, out_dir / "samples.jsonl")
+    rows = _merge(problems, parts, g.num_shards, samples_per_problem(g), out_dir / "samples.jsonl")
     m = Manifest(
         stage=STAGE,
         key=key,

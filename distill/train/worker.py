@@ -136,8 +136,7 @@ def build_trainer(plan: dict) -> Any:
         attn_implementation=h["attn_implementation"],
         use_safetensors=True,
     )
-    if args.max_length is None:
-        check_lengths(tok, plan, h["max_length"])
+    check_lengths(tok, plan, h["max_length"])  # packed or not: BFD would cut a longer row silently
     eos_id = tok.eos_token_id
     model.config.eos_token_id = eos_id
     gen_eos = model.generation_config.eos_token_id
