@@ -8,6 +8,10 @@ A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experim
 the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
 layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
 With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.cluster.slurm).
+
+Every stage of the run is resolved and range-checked (distill.core.checks) before the first one starts,
+and each stage runs holding its run lock (distill.core.lock): a second driver on the same run fails at
+once, naming the holder. Under the lock, temp files that a killed atomic write left are swept.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.cluster.config import ClusterConfig, validate
+from distill.core.checks import check_stage
 from distill.core.config import STAGES, DistillConfig
+from distill.core.io import sweep_temp_files
+from distill.core.lock import RunLock, lock_path
 from distill.core.manifest import Manifest
 from distill.core.paths import Paths
 
@@ -124,15 +131,40 @@ def run_pipeline(
         )
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
     validate(cfg.cluster)
+    resolved = {name: resolve_stage(cfg, name, overrides) for name in names}
+    for stage_cfg in resolved.values():  # a bad value in the last stage fails before the first one runs
+        check_stage(stage_cfg)
     if cfg.cluster.kind == "slurm":
         from distill.cluster.slurm import submit_pipeline
 
-        return submit_pipeline(cfg, names, lambda name: resolve_stage(cfg, name, overrides), paths)
+        return submit_pipeline(cfg, names, resolved.__getitem__, paths)
     done: dict[str, Manifest] = {}
     for name in names:
-        stage_cfg = resolve_stage(cfg, name, overrides)
         t0 = time.perf_counter()
-        done[name] = stage_runner(name)(stage_cfg, paths)
+        done[name] = run_locked(resolved[name], paths)
         log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
     print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
     return done
+
+
+def stage_lock(cfg: DictConfig, paths: Paths) -> RunLock:
+    """The lock a process running `cfg.stage` holds: the stage's, or a generate array task's shard lock
+    (then the whole-stage holder, the merge, takes each shard's lock in turn: distill.generate.stage)."""
+    g, stage_dir = cfg.stage, paths.stage_dir(cfg.stage.name)
+    what = f"{g.name} of run {cfg.run.name}"
+    if g.name == "generate" and g.get("shard") is not None:
+        from distill.generate.stage import shard_name
+
+        part = shard_name(g.shard, g.num_shards)
+        return RunLock(lock_path(stage_dir, part), f"{what} ({part})")
+    return RunLock(lock_path(stage_dir), what)
+
+
+def run_locked(cfg: DictConfig, paths: Paths) -> Manifest:
+    """Runs one stage holding its run lock; first sweeps what killed atomic writes left in its directory
+    (a generate shard's parts are swept by the shard's own lock holder)."""
+    with stage_lock(cfg, paths):
+        if cfg.stage.get("shard") is None:
+            for f in sweep_temp_files(paths.stage_dir(cfg.stage.name), skip=("parts",)):
+                log.info("removed %s (left by a killed write)", f)
+        return stage_runner(cfg.stage.name)(cfg, paths)

@@ -16,7 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.core.config import ModelRef
 from distill.core.io import atomic_write_json, write_rows
-from distill.core.manifest import Manifest, config_key, model_fingerprint, stage_key, up_to_date, upstream
+from distill.core.manifest import (
+    Manifest,
+    checked_output,
+    config_key,
+    model_fingerprint,
+    stage_key,
+    up_to_date,
+    upstream,
+)
 from distill.core.paths import Paths
 from distill.core.problems import data_source, load_problems, source_fingerprint
 from distill.core.report import progress
@@ -179,6 +187,10 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     )
     if done := up_to_date(out_dir, key, cfg.force, "eval"):
         return done
+    if "train" in e.models:  # each phase's weights checked against train's manifest before they are loaded
+        trained = upstream(paths, "train", "eval")
+        for phase in trained.config["phases"]:
+            checked_output(trained, phase, f"eval {phase}")
     problems = None
     results, inputs = {}, [src_fp]
     for name, model in models.items():

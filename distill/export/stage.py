@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from distill.core.io import atomic_write_json, atomic_write_text, sha256_file
-from distill.core.manifest import MANIFEST, Manifest, config_key, up_to_date, upstream
+from distill.core.manifest import MANIFEST, Manifest, checked_output, config_key, up_to_date, upstream
 from distill.core.paths import Paths
 from distill.core.tracking import log_stage_outputs
 from distill.export.router import Price, policy_costs, routing_table
@@ -151,6 +151,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     key = config_key(keyed, [train.key, ev.key])
     if m := up_to_date(out, key, cfg.force, "export"):
         return m
+    checked_output(train, x.model, "export")  # the weights and the metrics, as their stages wrote them
+    checked_output(ev, "metrics", "export")
     src = Path(train.outputs[x.model]["path"])
     student = x.eval_name or (Path(src).parent.name if x.model == "model" else x.model)
     metrics = json.loads(Path(ev.outputs["metrics"]["path"]).read_text())
@@ -171,6 +173,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         "#!/usr/bin/env bash\n# Launch the commodity-tier model with vLLM.\nexec "
         + spec["command"]
         + ' "$@"\n',
+        mode=0o777,  # executable, less the umask, as a script written by hand would be
     )
     atomic_write_text(out / "router.yaml", OmegaConf.to_yaml(OmegaConf.create({"commodity": entry})))
     atomic_write_text(bundle / "README.md", model_card(cfg, paths, served, student, metrics, entry, lin, gen))

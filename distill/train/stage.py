@@ -32,10 +32,20 @@ from distill.cluster.launch import (
     run_ranks,
 )
 from distill.core.io import atomic_write_json
-from distill.core.manifest import Manifest, config_key, model_fingerprint, stage_key, up_to_date, upstream
+from distill.core.manifest import (
+    Manifest,
+    checked_output,
+    config_key,
+    model_fingerprint,
+    stage_key,
+    up_to_date,
+    upstream,
+)
 from distill.core.paths import Paths
 from distill.core.report import summary_table
+from distill.core.secrets import scrub
 from distill.engines.base import model_location
+from distill.train.recovery import clear_rank_errors, first_rank_error, sweep_incomplete
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -147,7 +157,8 @@ def curate_inputs(paths: Paths, phase: str) -> tuple[dict, dict | None]:
         )
 
     def record(name: str) -> dict:
-        return {"name": name, "path": str(cur.output_path(name)), "sha256": None, "key": f"{cur.key}:{name}"}
+        # checked against curate's manifest (rows, sha256) before a rank reads it
+        return checked_output(cur, name, f"train {phase}") | {"key": f"{cur.key}:{name}"}
 
     val = f"{phase}_val"
     return record(phase), (record(val) if val in cur.outputs else None)
@@ -276,6 +287,11 @@ def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
     env["WANDB_MODE"] = cfg.wandb.mode if plan["wandb"]["enabled"] else "disabled"
     env["WANDB_DIR"] = plan["wandb"]["dir"]
     (out / "train_log.json").unlink(missing_ok=True)
+    clear_rank_errors(out)
+    for ckpt, why in sweep_incomplete(out / "checkpoints"):
+        print(
+            f"[distill] train {plan['phase']}: removed half-written {ckpt.name} ({why}); resuming before it"
+        )
     args = ["--config", str(out / "plan.json")]
     if spec.num_machines > 1:
         from distill.cluster.launch import srun_ranks_command
@@ -285,10 +301,21 @@ def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
         cmd = accelerate_command(spec, WORKER, args)
     rc = run_ranks(cmd, env, out / "ranks.log")
     if rc != 0:
-        raise RuntimeError(
-            f"train {plan['phase']}: ranks exited with {rc}; log {out / 'ranks.log'}:\n{log_tail(out / 'ranks.log')}"
-        )
+        raise RuntimeError(rank_failure(plan["phase"], rc, out))
     return json.loads((out / "train_log.json").read_text())
+
+
+def rank_failure(phase: str, rc: int, out: Path) -> str:
+    """The message of a failed phase: the first failing rank's own exception when one was recorded (the
+    launcher's ChildFailedError says only that a child failed), else the end of the ranks' log."""
+    log_file = out / "ranks.log"
+    err = first_rank_error(out)
+    if err is None:
+        return f"train {phase}: ranks exited with {rc}; log {log_file}:\n{log_tail(log_file)}"
+    return (
+        f"train {phase}: rank {err['rank']} (host {err['host']}) failed first: {err['type']}: {err['message']}\n"
+        f"its traceback: {err['file']}; all ranks' output: {log_file} (launcher exit {rc})"
+    )
 
 
 def run_phase(
@@ -311,7 +338,7 @@ def run_phase(
     plan = phase_plan(cfg, paths, phase, key, prev, io, out)
     plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.core.tracking.log_artifact)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "plan.json", plan)
+    atomic_write_json(out / "plan.json", scrub(plan))  # ranks read this file: no secret goes in it
     t0 = time.perf_counter()
     result = _launch(cfg, plan, out)
     final = out / "final"
@@ -354,9 +381,9 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             {"name": p.config["phase"], "path": str(out_dir / p.config["phase"]), "key": p.key}
             for p in phases
         ],
-        outputs={
-            "model": {"path": last.outputs["model"]["path"]},
-            **{p.config["phase"]: {"path": p.outputs["model"]["path"]} for p in phases},
+        outputs={  # the phases' digests, taken when each phase finished (not re-hashed here)
+            "model": dict(last.outputs["model"]),
+            **{p.config["phase"]: dict(p.outputs["model"]) for p in phases},
         },
         metrics={p.config["phase"]: p.metrics for p in phases},
         timings={"total_s": time.perf_counter() - t_start},
