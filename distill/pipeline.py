@@ -98,6 +98,7 @@ def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfi
     rest, stage_vals = _stage_overrides(overrides)
     root = compose(config_name="config", overrides=rest + [f"stage={name}"])
     node = root.stage
+    _open_free_form(node)
     exp_vals = root.stages.get(name) if root.stages else None
     if exp_vals:
         node = OmegaConf.merge(node, exp_vals)
@@ -108,6 +109,21 @@ def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfi
         root.stage = node
     OmegaConf.resolve(root)
     return root
+
+
+def _open_free_form(node: DictConfig) -> None:
+    """Lets free-form `dict[str, Any]` fields (e.g. `engine.extra_body`) take keys from the experiment and
+    the command line: struct mode, inherited from the root, would refuse every key of a field whose schema
+    says any key is fine. Typed sections and typed dicts (`per_phase`) stay closed, so typos still fail."""
+    from typing import Any
+
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            meta = child._metadata
+            if meta.object_type is dict and meta.element_type is Any:
+                OmegaConf.set_struct(child, False)
+            _open_free_form(child)
 
 
 def stage_names(cfg: DictConfig) -> list[str]:

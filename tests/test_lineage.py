@@ -66,7 +66,7 @@ def test_keys_ignore_secrets_and_are_recomputable(tmp_path):
     a = config_key(
         {"stage": {"n": 2, "engine": {"extra_body": {"headers": {"Authorization": "Bearer x"}}}}}, ["i"]
     )
-    b = config_key({"stage": {"n": 2, "engine": {"extra_body": {"headers": {}}}}}, ["i"])
+    b = config_key({"stage": {"n": 2, "engine": {"extra_body": {}}}}, ["i"])  # as if never given
     assert a == b and key_of(a.material) == a
     Manifest("s", a, {}).write(tmp_path)
     m = Manifest.read(tmp_path / "manifest.json")
@@ -142,3 +142,56 @@ def test_verify_catches_an_edited_config_and_a_broken_chain(run, tmp_path):
     report, _ = verify(copy)
     assert any("is not the hash of its recorded config" in p for p in report.problems["generate"])
     assert _verify_cli(copy).returncode == 1
+
+
+def test_planted_secrets_stay_out_of_the_slurm_stage_yaml(tmp_path, monkeypatch, capsys):
+    import distill.cluster.slurm as slurm
+    from distill.pipeline import load_resolved
+
+    monkeypatch.setattr(slurm, "sbatch", lambda job: "100")
+    run_distill(["cluster=slurm", f"run.root={tmp_path}", "stage=generate", *PLANTED])
+    f = tmp_path / "toy" / "slurm" / "generate.yaml"
+    assert SECRET not in f.read_text()
+    written = load_resolved(f)  # still what the job reads, typed
+    assert written.stage.engine.base_url == "https://***@api.example.com/v1"
+    out = capsys.readouterr().out
+    assert (
+        "generate.yaml: left out secret-looking values" in out
+        and "stage.engine.extra_body.headers.Authorization" in out
+    )
+
+
+def test_planted_secrets_stay_out_of_the_train_plan_and_wandb(tmp_path, monkeypatch):
+    from test_tracking import wandb_logs
+    from test_train import fake_curate
+
+    import distill.train.stage as train
+    from distill.core.config import DistillConfig
+    from distill.core.paths import Paths
+    from distill.core.tracking import log_stage_outputs
+
+    fake_curate(tmp_path / "runs" / "t", rows_per_phase=2)
+
+    def no_ranks(cfg, plan, out):
+        raise RuntimeError("stopped before the ranks")
+
+    monkeypatch.setattr(train, "_launch", no_ranks)
+    with pytest.raises(RuntimeError, match="stopped before the ranks"):
+        run_distill(["stage=train", f"run.root={tmp_path / 'runs'}", "run.name=t", "wandb.enabled=false",
+                     f"+student.hf_token={SECRET}", f"student.path=https://u:{SECRET}@hub.example/m"])  # fmt: skip
+    plan = (tmp_path / "runs" / "t" / "train" / "phase1" / "plan.json").read_text()
+    assert SECRET not in plan
+    assert json.loads(plan)["eos_token"] == "<|im_end|>" and json.loads(plan)["pad_token"] == "<|endoftext|>"
+    # W&B: a run's config and an artifact's metadata, through the same scrubber
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = OmegaConf.structured(DistillConfig)
+    paths = Paths.for_run(str(tmp_path), "w", tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    planted = {"engine": {"extra_body": {"headers": {"Authorization": f"Bearer {SECRET}"}}}, "eos_token": "e"}
+    m = Manifest(
+        "generate", "k-w", planted, inputs=[{"name": "p", "path": f"https://u:{SECRET}@h/x", "key": "p"}]
+    )
+    log_stage_outputs(cfg, paths, m, "dataset", {"d.jsonl": data})
+    logs = wandb_logs(paths.run_dir / "wandb", 1, b"MANIFEST_MD5")
+    assert not any(SECRET.encode() in b for b in logs) and b"eos_token" in logs[0]

@@ -122,8 +122,10 @@ def check_input(label: str, i: dict, found: dict[str, Manifest], r: Report) -> s
     name, key = i.get("name"), str(i.get("key"))
     if hit := _producer(key, found):
         up_label, up, out = hit
+        if out is None:  # the whole manifest's key: the output is the one at the recorded path, if any
+            out = next((n for n, o in up.outputs.items() if o.get("path") == i.get("path")), None)
         rec = up.outputs.get(out) if out else None
-        if out and rec is None:
+        if ":" in key and rec is None:
             r.fail(label, f"input {name!r}: {up_label} has no output {out!r}")
         elif rec and i.get("sha256") and rec.get("sha256") != i["sha256"]:
             r.fail(label, f"input {name!r}: sha256 {str(i['sha256'])[:12]} is not {up_label}'s {out}")
@@ -133,8 +135,10 @@ def check_input(label: str, i: dict, found: dict[str, Manifest], r: Report) -> s
         if fp["key"] != key:
             r.fail(label, f"input {name!r} ({i['path']}): model fingerprint {fp['key']}, recorded {key}")
         return None
-    path = r.local(i.get("path", ""))
-    if isinstance(i.get("sha256"), str) and path.is_file():
+    path, digest = r.local(i.get("path", "")), i.get("sha256")
+    if isinstance(digest, str) and key != digest[:16]:  # keyed by a manifest, not by its own bytes
+        r.fail(label, f"input {name!r} (key {key}): no manifest of this run has that key (stale or replaced)")
+    elif isinstance(digest, str) and path.is_file():
         if (digest := sha256_file(path)) != i["sha256"]:
             r.fail(label, f"input {name!r} ({path}): sha256 {digest[:12]}, recorded {i['sha256'][:12]}")
     elif i.get("sha256") is None and "|" in str(i.get("path")):

@@ -23,7 +23,8 @@ _SECRET_WORDS = re.compile(
 # Roles a tokenizer's special tokens play: `<role>_token` is a vocabulary entry, not a credential.
 SPECIAL_TOKEN_ROLES = {"eos", "bos", "pad", "unk", "sep", "cls", "mask", "start", "end", "stop", "think",
                        "im_start", "im_end", "additional_special", "special", "eot", "image", "audio"}  # fmt: skip
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# `//` may have become `/` where a URL went through pathlib (a hub id given as a URL).
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:/{1,2})(?P<userinfo>[^/@\s]+)@")
 _BEARER = re.compile(r"^\s*(bearer|basic|token)\s+\S+", re.I)
 
 
@@ -57,7 +58,10 @@ def scrub(obj: Any, found: list[str] | None = None, where: str = "") -> Any:
                 if found is not None:
                     found.append(path)
                 continue
-            out[k] = scrub(v, found, path)
+            clean = scrub(v, found, path)
+            if isinstance(v, dict) and not clean and any(secret_key(x) for x in v):
+                continue  # a dict of only secrets (`headers: {Authorization: ...}`): as if never given
+            out[k] = clean
         return out
     if isinstance(obj, (list, tuple)):
         return [scrub(v, found, f"{where}[{i}]") for i, v in enumerate(obj)]
