@@ -179,7 +179,7 @@ def test_verify_walks_the_whole_chain_and_catches_an_edit_in_every_kind_of_outpu
     kinds = ["generate/samples.jsonl", "curate/phase2.jsonl", "train/phase2/final/model.safetensors",
              "train/phase1/train_log.json", "eval/metrics.json", "eval/teacher/samples.jsonl",
              "export/model/chat_template.jinja", "export/model/config.json", "export/model/tokenizer.json",
-             "export/serve.json", "export/router.yaml"]  # fmt: skip
+             "export/serve.json", "export/router.yaml", "export/serve.sh", "export/model/README.md"]  # fmt: skip
     for rel in kinds:
         f = copy / rel
         before = f.read_bytes()

@@ -32,6 +32,7 @@ class Report:
     problems: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     origins: list[Path] = field(default_factory=list)
+    checked: int = 0
 
     def fail(self, label: str, msg: str) -> None:
         self.problems.setdefault(label, []).append(msg)
@@ -151,7 +152,7 @@ def check_input(label: str, i: dict, found: dict[str, Manifest], r: Report) -> s
 def verify(run_dir: Path) -> tuple[Report, list[str]]:
     """All checks on one run directory, and the chain printed from the last stage back to the problems."""
     found = manifests(run_dir)
-    r = Report(run_dir)
+    r = Report(run_dir, checked=len(found))
     r.origins = _origins(run_dir, found)
     if not found:
         r.fail("run", f"{run_dir}: no stage manifests")
@@ -163,8 +164,14 @@ def verify(run_dir: Path) -> tuple[Report, list[str]]:
         edges[label] = [u for i in m.inputs if (u := check_input(label, i, found, r))]
     lines: list[str] = []
 
+    shown: set[str] = set()
+
     def walk(label: str, depth: int, seen: set[str]) -> None:
         m, bad = found[label], r.problems.get(label)
+        if label in shown:  # a shared upstream (curate under every phase) is printed once
+            lines.append(f"{'  ' * depth}{label} {m.key} (above)")
+            return
+        shown.add(label)
         lines.append(f"{'  ' * depth}{label} {m.key} {'FAIL' if bad else 'ok'}")
         lines.extend(f"{'  ' * depth}  ! {p}" for p in bad or [])
         for i in m.inputs:
@@ -213,5 +220,5 @@ def main(argv: list[str]) -> int:
             for p in probs:
                 print(f"  {label}: {p}", file=sys.stderr)
         return 1
-    print(f"[distill] verify: {len([ln for ln in lines if ln.strip().endswith(' ok')])} manifests ok")
+    print(f"[distill] verify: {report.checked} manifests ok")
     return 0

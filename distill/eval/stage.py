@@ -140,10 +140,10 @@ def _model_key(
 
 
 def _eval_model(
-    name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, base_keys: list[str]
+    name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, src_fp: dict
 ) -> Manifest:
     e = cfg.stage
-    key, keyed, fp = _model_key(model, cfg, paths, base_keys)
+    key, keyed, fp = _model_key(model, cfg, paths, [src_fp["key"]])
     mdir = paths.stage_dir(STAGE) / name
     if m := up_to_date(mdir, key, cfg.force, f"eval {name}"):
         return m
@@ -151,7 +151,7 @@ def _eval_model(
     rows, stats = _sample_and_verify(model, problems, e, paths)
     write_rows(mdir / "samples.jsonl", rows)
     m = Manifest(
-        stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[fp],
+        stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[src_fp, fp],
         outputs={"samples": {"path": str(mdir / "samples.jsonl"), "rows": len(rows)}},
         metrics=_score(rows, e), timings={"total_s": time.perf_counter() - t0, **stats},
     )  # fmt: skip
@@ -195,7 +195,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     results, inputs = {}, [src_fp]
     for name, model in models.items():
         problems = problems or load_problems(src, paths)
-        m = _eval_model(name, model, problems, cfg, paths, [src_fp["key"]])
+        m = _eval_model(name, model, problems, cfg, paths, src_fp)
         results[name] = m.metrics
         inputs.append(
             {

@@ -183,6 +183,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
                 {"name": "eval", "path": ev.outputs["metrics"]["path"], "sha256": None, "key": ev.key}],
         outputs={"bundle": {"path": str(bundle), "files": files + ["generation_config.json", "README.md"]},
                  "serve": {"path": str(out / "serve.json")}, "router": {"path": str(out / "router.yaml")},
+                 "serve_sh": {"path": str(out / "serve.sh")},
                  "weights_sha256": {"path": str(bundle), "sha256": {f: sha256_file(bundle / f) for f in files if f.endswith(".safetensors")}}},
         metrics={"routed": entry["policy_costs"]["routed"], "commodity_categories": [c for c, r in entry["routing"]["categories"].items() if r["tier"] == "commodity"]},
         timings={"total_s": time.perf_counter() - t0},
