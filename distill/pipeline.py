@@ -8,6 +8,10 @@ A stage's config is layered: its schema < `conf/stage/<name>.yaml` < the experim
 the command line's `stage.*` overrides. Hydra composes the first two (and the experiment); the last two
 layers are merged here, so that one experiment file can carry values for every stage of a pipeline run.
 With `cluster=slurm` the same resolved configs are submitted as Slurm jobs instead (distill.cluster.slurm).
+
+Every stage of the run is resolved and range-checked (distill.core.checks) before the first one starts,
+and each stage runs holding its run lock (distill.core.lock): a second driver on the same run fails at
+once, naming the holder. Under the lock, temp files that a killed atomic write left are swept.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.cluster.config import ClusterConfig, validate
+from distill.core.checks import check_stage
 from distill.core.config import STAGES, DistillConfig
+from distill.core.io import sweep_temp_files
+from distill.core.lock import RunLock, lock_path
 from distill.core.manifest import Manifest
 from distill.core.paths import Paths
 
@@ -84,26 +91,14 @@ def _stage_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return rest, stage_vals
 
 
-def open_dict_fields(node: DictConfig) -> DictConfig:
-    """Lifts struct mode from the schema's `dict[str, Any]` fields (engine.extra_body, sampling.
-    chat_template_kwargs): their keys are the user's to choose, while a typo in a typed section still fails."""
-    for key in list(node.keys()):
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            if OmegaConf.get_type(child) is dict:
-                OmegaConf.set_struct(child, False)
-            else:
-                open_dict_fields(child)
-    return node
-
-
 def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfig:
     """The root config with `stage` set to `name`'s fully layered, typed config."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
     rest, stage_vals = _stage_overrides(overrides)
     root = compose(config_name="config", overrides=rest + [f"stage={name}"])
-    node = open_dict_fields(root.stage)
+    node = root.stage
+    _open_free_form(node)
     exp_vals = root.stages.get(name) if root.stages else None
     if exp_vals:
         node = OmegaConf.merge(node, exp_vals)
@@ -114,6 +109,21 @@ def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfi
         root.stage = node
     OmegaConf.resolve(root)
     return root
+
+
+def _open_free_form(node: DictConfig) -> None:
+    """Lets free-form `dict[str, Any]` fields (e.g. `engine.extra_body`) take keys from the experiment and
+    the command line: struct mode, inherited from the root, would refuse every key of a field whose schema
+    says any key is fine. Typed sections and typed dicts (`per_phase`) stay closed, so typos still fail."""
+    from typing import Any
+
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            meta = child._metadata
+            if meta.object_type is dict and meta.element_type is Any:
+                OmegaConf.set_struct(child, False)
+            _open_free_form(child)
 
 
 def stage_names(cfg: DictConfig) -> list[str]:
@@ -137,15 +147,40 @@ def run_pipeline(
         )
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
     validate(cfg.cluster)
+    resolved = {name: resolve_stage(cfg, name, overrides) for name in names}
+    for stage_cfg in resolved.values():  # a bad value in the last stage fails before the first one runs
+        check_stage(stage_cfg)
     if cfg.cluster.kind == "slurm":
         from distill.cluster.slurm import submit_pipeline
 
-        return submit_pipeline(cfg, names, lambda name: resolve_stage(cfg, name, overrides), paths)
+        return submit_pipeline(cfg, names, resolved.__getitem__, paths)
     done: dict[str, Manifest] = {}
     for name in names:
-        stage_cfg = resolve_stage(cfg, name, overrides)
         t0 = time.perf_counter()
-        done[name] = stage_runner(name)(stage_cfg, paths)
+        done[name] = run_locked(resolved[name], paths)
         log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
     print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
     return done
+
+
+def stage_lock(cfg: DictConfig, paths: Paths) -> RunLock:
+    """The lock a process running `cfg.stage` holds: the stage's, or a generate array task's shard lock
+    (then the whole-stage holder, the merge, takes each shard's lock in turn: distill.generate.stage)."""
+    g, stage_dir = cfg.stage, paths.stage_dir(cfg.stage.name)
+    what = f"{g.name} of run {cfg.run.name}"
+    if g.name == "generate" and g.get("shard") is not None:
+        from distill.generate.stage import shard_name
+
+        part = shard_name(g.shard, g.num_shards)
+        return RunLock(lock_path(stage_dir, part), f"{what} ({part})")
+    return RunLock(lock_path(stage_dir), what)
+
+
+def run_locked(cfg: DictConfig, paths: Paths) -> Manifest:
+    """Runs one stage holding its run lock; first sweeps what killed atomic writes left in its directory
+    (a generate shard's parts are swept by the shard's own lock holder)."""
+    with stage_lock(cfg, paths):
+        if cfg.stage.get("shard") is None:
+            for f in sweep_temp_files(paths.stage_dir(cfg.stage.name), skip=("parts",)):
+                log.info("removed %s (left by a killed write)", f)
+        return stage_runner(cfg.stage.name)(cfg, paths)

@@ -269,3 +269,31 @@ def test_wandb_group_and_artifact_lineage(toy_run):
     assert keys["generate"].encode() in log_of("toy-curate", keys["curate"])
     assert phases["phase1"].encode() in log_of("toy-phase2", phases["phase2"])
     assert not any(keys["generate"].encode() in b for b in logs.values() if b"toy-phase1" in b)
+
+
+def test_verify_walks_the_whole_chain_and_catches_an_edit_in_every_kind_of_output(toy_run, tmp_path):
+    """A copy of the run verifies clean; a one-byte edit in each kind of output is named (issue 14)."""
+    import shutil
+
+    from distill.core.lineage import verify
+
+    run, _, _ = toy_run
+    copy = tmp_path / "toy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    ok = subprocess.run(
+        [*distill_cmd("verify", f"run.root={tmp_path}")], cwd=REPO, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[1].startswith("export ") and "<- problems" in ok.stdout
+    kinds = ["generate/samples.jsonl", "curate/phase2.jsonl", "train/phase2/final/model.safetensors",
+             "train/phase1/train_log.json", "eval/metrics.json", "eval/teacher/samples.jsonl",
+             "export/model/chat_template.jinja", "export/model/config.json", "export/model/tokenizer.json",
+             "export/serve.json", "export/router.yaml", "export/serve.sh", "export/model/README.md"]  # fmt: skip
+    for rel in kinds:
+        f = copy / rel
+        before = f.read_bytes()
+        f.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
+        report, _ = verify(copy)
+        name = Path(rel).name
+        assert any(name in p for ps in report.problems.values() for p in ps), (rel, report.problems)
+        f.write_bytes(before)

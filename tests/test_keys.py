@@ -35,6 +35,7 @@ def test_toy_stage_keys_are_those_of_earlier_releases(tmp_path):
     paths = Paths.for_run(str(tmp_path), "toy", REPO)
     gen_key, _ = generate_key(stage_config("generate", []), paths)
     # curate's key chains on generate's: a finished generate manifest with the recorded key stands in
+    (tmp_path / "s.jsonl").write_text("")
     Manifest(stage="generate", key=TOY_KEYS["generate"], config={},
              outputs={"samples": {"path": str(tmp_path / "s.jsonl"), "rows": 0}}).write(paths.stage_dir("generate"))  # fmt: skip
     cur_key, _ = curate_key(stage_config("curate", []), paths)

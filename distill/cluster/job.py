@@ -22,8 +22,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from distill.cluster.launch import LaunchSpec, accelerate_command, launch_env
+from distill.core.checks import check_stage
 from distill.core.paths import Paths
-from distill.pipeline import load_resolved, stage_runner
+from distill.pipeline import load_resolved, run_locked
 
 log = logging.getLogger("distill.cluster.job")
 
@@ -50,13 +51,16 @@ def _job_settings(cfg: DictConfig, paths: Paths, shard: int | None) -> None:
 
 
 def run_stage(config: str | Path, base: str | Path, shard: int | None = None) -> None:
-    """The stage function itself, as the local driver calls it: same code path, same manifests and keys."""
+    """The stage function itself, as the local driver calls it: same code path, same manifests and keys,
+    the same range checks and the same run lock (this job is the stage's driver; an array task holds its
+    shard's lock, a local generate worker too, while the process that started the workers holds the stage's)."""
     cfg = load_resolved(config)
     paths = Paths.for_run(cfg.run.root, cfg.run.name, base)
     _job_settings(cfg, paths, shard)
+    check_stage(cfg)
     where = f"job {os.environ.get('SLURM_JOB_ID', '-')} on {os.environ.get('SLURMD_NODENAME', '-')}"
     print(f"[distill] {cfg.stage.name}{'' if shard is None else f' shard {shard}'}: {where}", flush=True)
-    stage_runner(cfg.stage.name)(cfg, paths)
+    run_locked(cfg, paths)
 
 
 def job_port(job_id: int, step_id: int) -> int:

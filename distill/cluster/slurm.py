@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from distill.cluster.config import StageResources, validate
 from distill.core.io import atomic_write_text
 from distill.core.paths import REPO_ROOT, Paths
+from distill.core.secrets import scrub_config
 
 SCRIPTS = REPO_ROOT / "slurm"
 # What each stage reads from another stage of the same submission: its job waits for those (afterok).
@@ -174,7 +175,8 @@ def _submit_stage(
     (a dry run) prints them instead (scripts not yet in `shown` in full) and writes nothing."""
     jobs = stage_jobs(cfg, paths, deps)
     if queued is not None:
-        atomic_write_text(jobs[0].env["DISTILL_STAGE_CONFIG"], OmegaConf.to_yaml(cfg, resolve=True))
+        config_file = jobs[0].env["DISTILL_STAGE_CONFIG"]
+        atomic_write_text(config_file, OmegaConf.to_yaml(scrub_config(cfg, config_file)))
     for job in jobs:
         job.options = [o.replace("<array>", jobs[0].job_id or "<array>") for o in job.options]
         if queued is None:

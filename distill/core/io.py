@@ -1,7 +1,10 @@
 """Row I/O: JSONL and Parquet, schema-checked, atomic writes, and a crash-safe append log.
 
 Every whole-file write goes to a temp file in the same directory and is renamed over the target, so a
-killed stage leaves either the old file or the new one, never half of one.
+killed stage leaves either the old file or the new one, never half of one. A temp file a SIGKILL left
+behind (`.<name>.<random>.tmp`) is swept by the next run of the stage (`sweep_temp_files`, called under
+the stage's run lock, so a live writer's temp file is never taken). The renamed file gets the mode a
+plain `open(path, "w")` would have given it (the umask's, or the replaced file's), not mkstemp's 0600.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,11 +30,34 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path: Path, mode: int | None = None) -> int:
+    """The permission bits a plain write of `path` ends with: an existing file keeps its own, a new one
+    gets `mode` (0o666, or 0o777 for a script) less the umask, as `open()` and the shell would give it."""
+    if mode is None and path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    return (0o666 if mode is None else mode) & ~_umask()
+
+
+def _temp_for(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """`mode`: the bits a new file asks for before the umask (0o777 for an executable script)."""
+    path = Path(path)
+    fd, tmp = _temp_for(path)
     try:
+        os.fchmod(fd, plain_mode(path, mode))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,8 +68,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -55,16 +83,16 @@ def _dumps(row: dict) -> str:
 def read_rows(path: str | Path, schema: Schema | None = None) -> Iterator[dict]:
     """Yields rows from a .jsonl or .parquet file, each checked against `schema` (file:line in errors)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_file(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield schema.check(row, f"{path}:row {i}") if schema else row
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _decode(raw, path, lineno)
             if not line.strip():
                 continue
             try:
@@ -76,6 +104,56 @@ def read_rows(path: str | Path, schema: Schema | None = None) -> Iterator[dict]:
             yield schema.check(row, f"{path}:{lineno}") if schema else row
 
 
+def check_file(path: Path, what: str = "a .jsonl or .parquet file") -> None:
+    """A path a stage reads must be a regular file: a directory or nothing there is named, not a traceback."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path}: is a directory, expected {what}; point the config at the file itself"
+        )
+
+
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RowError(
+            f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows of a .jsonl (non-blank lines) or .parquet file, for checking a file against its manifest."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp's `.<name>.<8 random chars>.tmp`
+
+
+def sweep_temp_files(directory: str | Path, recursive: bool = True, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Deletes the temp files killed atomic writes left in `directory` (subdirectories named in `skip`
+    are someone else's: a generate shard's parts belong to the shard's lock holder); returns them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    gone = []
+    for p in sorted(directory.rglob("*") if recursive else directory.iterdir()):
+        rel = p.relative_to(directory).parts
+        if rel[0] in skip or not p.is_file() or not _TEMP.match(p.name):
+            continue
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
 def write_rows(path: str | Path, rows: Iterable[dict], schema: Schema | None = None) -> int:
     """Writes all rows atomically; returns the row count. Rows are checked before anything is replaced."""
     path = Path(path)
@@ -84,8 +162,8 @@ def write_rows(path: str | Path, rows: Iterable[dict], schema: Schema | None = N
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _temp_for(path)
+        os.fchmod(fd, plain_mode(path))
         os.close(fd)
         try:
             pq.write_table(pa.Table.from_pylist(rows), tmp)

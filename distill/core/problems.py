@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from distill.core.config import ProblemSource
-from distill.core.io import read_rows, sha256_file
+from distill.core.io import check_file, read_rows, sha256_file
 from distill.core.paths import Paths
 from distill.core.schemas import PROBLEM, RowError
 
@@ -23,8 +23,18 @@ def _to_problem(raw: dict, src: ProblemSource, where: str) -> dict:
     text = raw[src.problem_col]
     if not isinstance(text, str) or not text.strip():
         raise RowError(f"{where}: column '{src.problem_col}' must be a non-empty string")
+    if src.id_col and not _scalar(raw[src.id_col]):
+        raise RowError(
+            f"{where}: column '{src.id_col}' (the id column) must be a string or number, got "
+            f"{_kind(raw[src.id_col])}; give every problem an id, or set the source's id_col: null to hash the text"
+        )
     pid = str(raw[src.id_col]) if src.id_col else hashlib.sha1(text.encode()).hexdigest()[:16]
     answer = raw[src.answer_col] if src.answer_col else None
+    if answer is not None and not _scalar(answer):
+        raise RowError(
+            f"{where}: column '{src.answer_col}' (the answer column) must be a string or number, got "
+            f'{_kind(answer)}; write one final answer per problem (e.g. "(1, 2)" as a string)'
+        )
     used = {src.problem_col, src.id_col, src.answer_col}
     meta = {k: v for k, v in raw.items() if k not in used}
     row = {
@@ -34,6 +44,15 @@ def _to_problem(raw: dict, src: ProblemSource, where: str) -> dict:
         "meta": meta,
     }
     return PROBLEM.check(row, where)
+
+
+def _scalar(v: object) -> bool:
+    """An id or an answer: a string or a number; a list/dict would be stringified into a wrong reference."""
+    return isinstance(v, (str, int, float)) and not isinstance(v, bool)
+
+
+def _kind(v: object) -> str:
+    return "null" if v is None else type(v).__name__
 
 
 def _raw_rows(src: ProblemSource, paths: Paths) -> Iterable[tuple[str, dict]]:
@@ -64,6 +83,11 @@ def load_problems(src: ProblemSource, paths: Paths) -> list[dict]:
         out.append(row)
         if src.limit is not None and len(out) >= src.limit:
             break
+    if not out:
+        what = paths.resolve(src.path) if src.path else f"{src.dataset}[{src.split}]"
+        raise RowError(
+            f"{what}: no problems (the source is empty); point the data source at a file with rows"
+        )
     return out
 
 
@@ -71,6 +95,7 @@ def source_fingerprint(src: ProblemSource, paths: Paths) -> dict:
     """An input record for the manifest: a file's sha256, or a dataset's name/split/revision."""
     if src.path:
         path = paths.resolve(src.path)
+        check_file(path)
         digest = sha256_file(path)
         return {"name": "problems", "path": str(path), "sha256": digest, "key": digest[:16]}
     ident = f"{src.dataset}|{src.dataset_config}|{src.split}|{src.revision}"

@@ -18,21 +18,9 @@ from omegaconf import DictConfig
 
 from distill.core.io import atomic_write_json
 from distill.core.paths import Paths
+from distill.core.secrets import scrub
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.I)
-
-
-def scrub(obj: Any) -> Any:
-    """Drops every value whose key looks like a credential (names of env vars are kept: they are not keys)."""
-    if isinstance(obj, dict):
-        return {
-            k: scrub(v)
-            for k, v in obj.items()
-            if not (SECRET_KEY.search(str(k)) and not str(k).endswith("_env"))
-        }
-    if isinstance(obj, list):
-        return [scrub(v) for v in obj]
-    return obj
+__all__ = ["scrub", "wandb_run", "log_artifact", "log_stage_outputs"]
 
 
 @contextmanager

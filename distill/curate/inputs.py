@@ -12,8 +12,8 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from distill.core.io import read_rows
-from distill.core.manifest import MANIFEST, file_input, upstream
+from distill.core.io import check_file, read_rows
+from distill.core.manifest import MANIFEST, checked_output, file_input, upstream
 from distill.core.paths import Paths
 from distill.core.schemas import SAMPLE, RowError
 from distill.curate.external import ExternalConfig, flatten
@@ -59,6 +59,13 @@ def map_row(raw: dict, columns: dict, where: str, prompt_template: str = DEFAULT
         row["problem"] = row["prompt"]
     if not isinstance(row.get("problem"), str):
         raise RowError(f"{where}: no problem text (map 'problem', 'prompt' or 'messages' in stage.columns)")
+    for field in ("answer", "problem_id"):
+        v = row.get(field)
+        if field in row and (isinstance(v, (list, dict, bool)) or (v is None and field == "problem_id")):
+            raise RowError(
+                f"{where}: column '{columns[field]}' (mapped to '{field}') must be a string or number, got "
+                f"{'null' if v is None else type(v).__name__}"
+            )
     if row.get("answer") is not None and not isinstance(row["answer"], str):
         row["answer"] = str(row["answer"])
     row.setdefault("answer", None)
@@ -113,6 +120,7 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
         path = paths.resolve(input_path)
         if not path.exists():
             raise FileNotFoundError(f"stage.input={input_path}: no such file ({path})")
+        check_file(path, "a trace file (.jsonl or .parquet)")
         return file_input("samples", path)
     if not (paths.stage_dir("generate") / MANIFEST).exists():
         raise FileNotFoundError(
@@ -120,7 +128,7 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
             "run stage=generate first, or give an external trace file with stage.input=PATH"
         )
     m = upstream(paths, "generate", "curate")
-    return {"name": "samples", "path": str(m.output_path("samples")), "sha256": None, "key": m.key}
+    return checked_output(m, "samples", "curate")
 
 
 def load_samples(

@@ -16,7 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.core.config import ModelRef
 from distill.core.io import atomic_write_json, write_rows
-from distill.core.manifest import Manifest, config_key, model_fingerprint, stage_key, up_to_date, upstream
+from distill.core.manifest import (
+    Manifest,
+    checked_output,
+    config_key,
+    model_fingerprint,
+    stage_key,
+    up_to_date,
+    upstream,
+)
 from distill.core.paths import Paths
 from distill.core.problems import data_source, load_problems, source_fingerprint
 from distill.core.report import progress
@@ -134,10 +142,10 @@ def _model_key(
 
 
 def _eval_model(
-    name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, base_keys: list[str]
+    name: str, model: DictConfig, problems: list[dict], cfg: DictConfig, paths: Paths, src_fp: dict
 ) -> Manifest:
     e = cfg.stage
-    key, keyed, fp = _model_key(model, cfg, paths, base_keys)
+    key, keyed, fp = _model_key(model, cfg, paths, [src_fp["key"]])
     mdir = paths.stage_dir(STAGE) / name
     if m := up_to_date(mdir, key, cfg.force, f"eval {name}"):
         return m
@@ -145,7 +153,7 @@ def _eval_model(
     rows, stats = _sample_and_verify(model, problems, e, paths)
     write_rows(mdir / "samples.jsonl", rows)
     m = Manifest(
-        stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[fp],
+        stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[src_fp, fp],
         outputs={"samples": {"path": str(mdir / "samples.jsonl"), "rows": len(rows)}},
         metrics=_score(rows, e), timings={"total_s": time.perf_counter() - t0, **stats},
     )  # fmt: skip
@@ -181,11 +189,15 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     )
     if done := up_to_date(out_dir, key, cfg.force, "eval"):
         return done
+    if "train" in e.models:  # each phase's weights checked against train's manifest before they are loaded
+        trained = upstream(paths, "train", "eval")
+        for phase in trained.config["phases"]:
+            checked_output(trained, phase, f"eval {phase}")
     problems = None
     results, inputs = {}, [src_fp]
     for name, model in models.items():
         problems = problems or load_problems(src, paths)
-        m = _eval_model(name, model, problems, cfg, paths, [src_fp["key"]])
+        m = _eval_model(name, model, problems, cfg, paths, src_fp)
         results[name] = m.metrics
         inputs.append(
             {

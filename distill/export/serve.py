@@ -135,5 +135,4 @@ def serve_script(spec: dict) -> str:
 def write_script(path: Path, text: str) -> None:
     from distill.core.io import atomic_write_text
 
-    atomic_write_text(path, text)
-    path.chmod(0o755)
+    atomic_write_text(path, text, mode=0o777)  # executable, less the umask, as a script written by hand

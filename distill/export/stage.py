@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 
 from distill.core.io import atomic_write_json, atomic_write_text, sha256_file
-from distill.core.manifest import MANIFEST, Manifest, config_key, up_to_date, upstream
+from distill.core.manifest import MANIFEST, Manifest, checked_output, config_key, up_to_date, upstream
 from distill.core.paths import Paths
 from distill.core.tracking import log_stage_outputs
 from distill.export.query_router import QueryRouterConfig
@@ -210,6 +210,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     key = config_key(keyed, [train.key, ev.key, *cur_key])
     if m := up_to_date(out, key, cfg.force, "export"):
         return m
+    checked_output(train, x.model, "export")  # the weights and the metrics, as their stages wrote them
+    checked_output(ev, "metrics", "export")
     src = Path(train.outputs[x.model]["path"])
     student = x.eval_name or (Path(src).parent.name if x.model == "model" else x.model)
     metrics = json.loads(Path(ev.outputs["metrics"]["path"]).read_text())
@@ -248,7 +250,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
                 {"name": "eval", "path": ev.outputs["metrics"]["path"], "sha256": None, "key": ev.key},
                 *([{"name": "curate", "path": str(paths.stage_dir("curate")), "sha256": None, "key": cur_key[0]}] if cur_key else [])],
         outputs={"bundle": {"path": str(bundle), "files": files + ["generation_config.json", "README.md"]},
-                 **{Path(n).stem: {"path": str(out / n)} for n in written},
+                 **{n.replace(".json", "").replace(".yaml", "").replace(".", "_"): {"path": str(out / n)} for n in written},
                  "weights_sha256": {"path": str(bundle), "sha256": weights}},
         metrics={"routed": doc["policy_costs"]["routed"],
                  "commodity_categories": [c for c, r in doc["routing"]["categories"].items() if r["tier"] == "commodity"],

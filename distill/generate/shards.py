@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.core.io import atomic_write_text
 from distill.core.paths import Paths
+from distill.core.secrets import scrub_config
 
 
 def _gpu_groups(workers: int, tp: int) -> list[str | None]:
@@ -39,7 +40,7 @@ def run_local_shards(cfg: DictConfig, paths: Paths, shards: list[int], workers: 
     cfg_file = out / "worker_config.yaml"
     worker_cfg = cfg.copy()
     worker_cfg.force = False  # the driver already cleared what force=true discards
-    atomic_write_text(cfg_file, OmegaConf.to_yaml(worker_cfg, resolve=True))
+    atomic_write_text(cfg_file, OmegaConf.to_yaml(scrub_config(worker_cfg, str(cfg_file))))
     groups = _gpu_groups(workers, cfg.stage.engine.tensor_parallel_size)
     pending, running, failed = list(shards), {}, []
     while pending or running:

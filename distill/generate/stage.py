@@ -5,6 +5,11 @@ log in flushed chunks; a restart drops a torn last line and any problem with few
 generates only what is missing. Samples are seeded per problem, so a resumed or sharded run writes the
 same rows as an uninterrupted one. The final `samples.jsonl` is the merge of all shards in problem order.
 Local shard workers (`workers > 1`) are separate processes, started by `distill.generate.shards`.
+
+A shard is worked on only under its lock (`<run>/generate/.lock.<shard>`: an array task holds its own, the
+whole-stage driver takes each in turn), and a finished shard is checked before the merge: rows written
+twice (two writers before locks existed) are dropped from its log, missing ones are generated again,
+so no log state makes every rerun fail. A shard with no problems (more shards than problems) is empty.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from distill.core.io import AppendLog, read_rows, write_rows
+from distill.core.lock import RunLock, lock_path
 from distill.core.manifest import Manifest, finished, model_fingerprint, stage_key, up_to_date
 from distill.core.paths import Paths
 from distill.core.problems import data_source, load_problems, shard_of, source_fingerprint
@@ -112,6 +119,7 @@ def _run_shard(
         return m
     mine = shard_of(problems, shard, g.num_shards)
     log_ = AppendLog(parts / f"{name}.jsonl", SAMPLE)
+    log_.path.touch()  # an empty shard (more shards than problems) has an empty log, not none
     n = samples_per_problem(g)
     kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, n)
     todo = [p for p in mine if p["problem_id"] not in done]
@@ -198,11 +206,57 @@ def _clear(parts: Path, shard: int | None, num_shards: int) -> None:
         f.unlink(missing_ok=True)
 
 
+def _repair_shard(parts: Path, name: str, mine: list[dict], n: int) -> bool:
+    """A finished shard's log checked against its problems: duplicated rows (and rows of problems not in
+    the shard) are dropped in place and its manifest re-hashed; False when rows are missing, so that the
+    caller generates them again (the shard resumes: complete problems are kept)."""
+    path, want = parts / f"{name}.jsonl", {(p["problem_id"], i) for p in mine for i in range(n)}
+    if not path.exists():
+        return not want
+    rows = list(read_rows(path, SAMPLE))
+    kept: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        if (k := (r["problem_id"], r["sample_idx"])) in want:
+            kept.setdefault(k, r)
+    if len(kept) != len(rows):
+        log.warning("%s: dropped %d duplicated or foreign rows", path, len(rows) - len(kept))
+        print(
+            f"[distill] generate {name}: repaired its log ({len(rows) - len(kept)} duplicated rows dropped)"
+        )
+        write_rows(path, list(kept.values()), SAMPLE)
+        mpath = parts / f"{name}.manifest.json"
+        if mpath.exists() and len(kept) == len(want):
+            m = Manifest.read(mpath)
+            m.outputs["samples"]["sha256"] = None  # taken again from the repaired log
+            m.metrics["repaired_duplicate_rows"] = len(rows) - len(kept)
+            m.write(parts, mpath.name)
+    return len(kept) == len(want)
+
+
+def _locked_shard(
+    gen: Sampler, g: DictConfig, problems: list[dict], shard: int, out_dir: Path, key: str
+) -> Manifest:
+    """One shard under its lock (unless this process is the array task holding it already), temp files of
+    its killed writes swept first, its finished log repaired or completed before it is merged."""
+    parts, name = out_dir / "parts" / key, shard_name(shard, g.num_shards)
+    held = g.shard is not None  # an array task / worker: distill.pipeline.run_locked took this lock
+    with nullcontext() if held else RunLock(lock_path(out_dir, name), f"generate ({name})"):
+        for f in parts.glob(f".{name}.*.tmp"):
+            f.unlink(missing_ok=True)
+        m = _run_shard(gen, g, problems, shard, parts, key)
+        if not _repair_shard(parts, name, shard_of(problems, shard, g.num_shards), samples_per_problem(g)):
+            (parts / f"{name}.manifest.json").unlink(missing_ok=True)
+            m = _run_shard(gen, g, problems, shard, parts, key)
+    return m
+
+
 def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path: Path) -> list[dict]:
     order = {p["problem_id"]: i for i, p in enumerate(problems)}
     rows = []
     for shard in range(num_shards):
-        rows += read_rows(parts / f"{shard_name(shard, num_shards)}.jsonl", SAMPLE)
+        path = parts / f"{shard_name(shard, num_shards)}.jsonl"
+        if path.exists() or shard_of(problems, shard, num_shards):
+            rows += read_rows(path, SAMPLE)
     keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
     if len(set(keys)) != len(keys) or len(keys) != len(problems) * n:
         raise RowError(
@@ -273,7 +327,7 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
     gen = Sampler(g.engine, cfg.teacher, paths, g.prompt_template, g.system_prompt, samplings)
     try:
         shards = [g.shard] if g.shard is not None else range(g.num_shards)
-        shard_ms = [_run_shard(gen, g, problems, s, parts, key) for s in shards]
+        shard_ms = [_locked_shard(gen, g, problems, s, out_dir, key) for s in shards]
     finally:
         gen.close()
     if g.shard is not None:

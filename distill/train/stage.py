@@ -12,10 +12,8 @@ The driver (Hydra) writes each phase's resolved plan to `<phase>/plan.json` and 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,24 +21,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.cluster.launch import (
-    LaunchSpec,
-    accelerate_command,
-    deepspeed_config_path,
-    launch_env,
-    log_tail,
-    run_ranks,
-)
+from distill.cluster.launch import deepspeed_config_path
 from distill.core.io import atomic_write_json
-from distill.core.manifest import Manifest, config_key, model_fingerprint, stage_key, up_to_date, upstream
+from distill.core.manifest import (
+    Manifest,
+    checked_output,
+    config_key,
+    model_fingerprint,
+    stage_key,
+    up_to_date,
+    upstream,
+)
 from distill.core.paths import Paths
 from distill.core.report import summary_table
+from distill.core.secrets import scrub
 from distill.engines.base import model_location
 from distill.train import on_policy
+from distill.train.ranks import launch_phase as _launch
+from distill.train.ranks import reset_if_stale
 
 log = logging.getLogger(__name__)
 STAGE = "train"
-WORKER = "distill.train.worker"
 
 
 @dataclass
@@ -161,7 +162,8 @@ def curate_inputs(paths: Paths, phase: str) -> tuple[dict, dict | None]:
         )
 
     def record(name: str) -> dict:
-        return {"name": name, "path": str(cur.output_path(name)), "sha256": None, "key": f"{cur.key}:{name}"}
+        # checked against curate's manifest (rows, sha256) before a rank reads it
+        return checked_output(cur, name, f"train {phase}") | {"key": f"{cur.key}:{name}"}
 
     val = f"{phase}_val"
     return record(phase), (record(val) if val in cur.outputs else None)
@@ -275,45 +277,6 @@ def phase_plan(
     )
 
 
-def _reset_if_stale(out: Path, key: str, force: bool) -> None:
-    """A phase dir left by another key (or forced) is cleared: its checkpoints must not be resumed."""
-    plan_file = out / "plan.json"
-    stale = plan_file.exists() and json.loads(plan_file.read_text()).get("key") != key
-    if out.exists() and (force or stale):
-        log.info("train: clearing %s (%s)", out, "force" if force else "config changed")
-        shutil.rmtree(out)
-
-
-def _launch(cfg: DictConfig, plan: dict, out: Path) -> dict:
-    """Runs the ranks for one phase; returns the worker's train_log.json."""
-    g = cfg.stage
-    spec = LaunchSpec(
-        num_processes=g.num_processes,
-        strategy=g.strategy,
-        use_cpu=plan["use_cpu"],
-        num_machines=g.num_machines,
-        main_process_port=g.main_process_port,
-        threads_per_rank=g.threads_per_rank,
-    )
-    env = launch_env(spec)
-    env["WANDB_MODE"] = cfg.wandb.mode if plan["wandb"]["enabled"] else "disabled"
-    env["WANDB_DIR"] = plan["wandb"]["dir"]
-    (out / "train_log.json").unlink(missing_ok=True)
-    args = ["--config", str(out / "plan.json")]
-    if spec.num_machines > 1:
-        from distill.cluster.launch import srun_ranks_command
-
-        cmd = srun_ranks_command(spec, WORKER, args, out)
-    else:
-        cmd = accelerate_command(spec, WORKER, args)
-    rc = run_ranks(cmd, env, out / "ranks.log")
-    if rc != 0:
-        raise RuntimeError(
-            f"train {plan['phase']}: ranks exited with {rc}; log {out / 'ranks.log'}:\n{log_tail(out / 'ranks.log')}"
-        )
-    return json.loads((out / "train_log.json").read_text())
-
-
 def run_phase(
     cfg: DictConfig, paths: Paths, phase: str, prev: Manifest | None, inputs: list[dict]
 ) -> Manifest:
@@ -335,13 +298,13 @@ def run_phase(
     key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
     if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
-    _reset_if_stale(out, key, bool(cfg.force))
+    reset_if_stale(out, key, bool(cfg.force))
     plan = phase_plan(cfg, paths, phase, key, prev, io, out)
     plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.core.tracking.log_artifact)
     out.mkdir(parents=True, exist_ok=True)
     if spec["kind"] == "on_policy":
         on_policy.write_prompts(phase_inputs[len(inputs)]["path"], out / "prompts.jsonl")
-    atomic_write_json(out / "plan.json", plan)
+    atomic_write_json(out / "plan.json", scrub(plan))  # ranks read this file: no secret goes in it
     t0 = time.perf_counter()
     result = _launch(cfg, plan, out)
     final = out / "final"
@@ -385,9 +348,9 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             {"name": p.config["phase"], "path": str(out_dir / p.config["phase"]), "key": p.key}
             for p in phases
         ],
-        outputs={
-            "model": {"path": last.outputs["model"]["path"]},
-            **{p.config["phase"]: {"path": p.outputs["model"]["path"]} for p in phases},
+        outputs={  # the phases' digests, taken when each phase finished (not re-hashed here)
+            "model": dict(last.outputs["model"]),
+            **{p.config["phase"]: dict(p.outputs["model"]) for p in phases},
         },
         metrics={p.config["phase"]: p.metrics for p in phases},
         timings={"total_s": time.perf_counter() - t_start},

@@ -18,6 +18,7 @@ from typing import Any
 
 from distill.cluster.launch import die_with_parent
 from distill.train.attention import register_varlen_sdpa
+from distill.train.recovery import newest_complete, write_rank_error
 from distill.train.tokenizer import prepare_tokenizer
 from distill.train.trl_patches import score_label_positions_only
 
@@ -181,7 +182,7 @@ def init_wandb(plan: dict, is_main: bool) -> Any:
         return None
     import wandb
 
-    from distill.core.tracking import scrub
+    from distill.core.secrets import scrub
 
     Path(w["dir"]).mkdir(parents=True, exist_ok=True)
     return wandb.init(
@@ -200,14 +201,10 @@ def init_wandb(plan: dict, is_main: bool) -> Any:
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete checkpoint (trainer_state.json written last by the Trainer), else None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = output_dir / "checkpoints"
-    if not ckpt_dir.is_dir():
-        return None
-    last = get_last_checkpoint(str(ckpt_dir))
-    return last if last and (Path(last) / "trainer_state.json").exists() else None
+    """The newest complete checkpoint, else None: a half-written newest one (killed mid-save) falls back to
+    the one before it rather than to step 0 (distill.train.recovery says what complete means)."""
+    last = newest_complete(output_dir / "checkpoints")
+    return str(last) if last else None
 
 
 def save_final(trainer: Any, out: Path, state: Any) -> None:
@@ -273,6 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="phase plan JSON written by distill.train.stage")
     plan = json.loads(Path(p.parse_args(argv).config).read_text())
+    try:
+        return train_phase(plan)
+    except BaseException as e:
+        if not isinstance(e, SystemExit) or e.code:
+            write_rank_error(Path(plan["output_dir"]), e)  # the driver names this, not ChildFailedError
+        raise
+
+
+def train_phase(plan: dict) -> int:
+    """One rank's whole phase: process group, trainer, resume, train, save, summary, W&B artifact."""
     t0 = time.perf_counter()
     state = init_distributed(plan)
     mark(state, f"{state.num_processes} ranks up ({state.distributed_type})")
