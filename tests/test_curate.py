@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -316,3 +317,22 @@ def test_a_writer_error_leaves_no_partial_file_and_no_manifest(tmp_path, monkeyp
     assert leftovers == []
     for p in out.glob("*.jsonl") if out.exists() else []:
         list(read_rows(p))  # any file that was written is whole
+
+
+def test_a_surrogate_in_a_column_mapped_problem_is_rejected_not_a_crash(tmp_path):
+    """Read through `stage.columns`, a problem with a lone surrogate and no id column gets a hashed id and
+    its own rejection, like any other field's surrogate, instead of a UnicodeEncodeError in the reader."""
+    rows, bad, _ = _surrogate_file(tmp_path)
+    f = tmp_path / "mapped.jsonl"
+    mapped = [{"question": r["problem"], "gold": r["answer"], "trace": r["completion"]} for r in rows]
+    f.write_text("".join(json.dumps(r) + "\n" for r in mapped))
+    cols = [f"stage.input={f}", "stage.columns.problem=question", "stage.columns.answer=gold"]
+    m = run_distill(overrides(tmp_path, *cols, "stage.columns.completion=trace"))["curate"]
+    out = tmp_path / "runs" / "t" / "curate"
+    unencodable = [
+        r for r in read_rows(out / "rejected.jsonl", REJECTED) if r["reject_reason"] == "unencodable_text"
+    ]
+    # the problem, answer and completion rows; the prompt is rebuilt from the problem and meta is not mapped
+    fields = sorted(re.match(r"\w+", r["reject_detail"]).group(0) for r in unencodable)
+    assert fields == ["answer", "completion", "problem"]
+    assert m.metrics["input"] == len(rows)

@@ -69,7 +69,8 @@ def map_row(raw: dict, columns: dict, where: str, prompt_template: str = DEFAULT
     if row.get("answer") is not None and not isinstance(row["answer"], str):
         row["answer"] = str(row["answer"])
     row.setdefault("answer", None)
-    row.setdefault("problem_id", hashlib.sha1(row["problem"].encode()).hexdigest()[:16])
+    if "problem_id" not in row:  # only then: a lone surrogate in the text is curate's to reject, not a crash
+        row["problem_id"] = hashlib.sha1(row["problem"].encode("utf-8", "surrogatepass")).hexdigest()[:16]
     row["problem_id"] = str(row["problem_id"])
     if row.get("prompt") is None:
         row["prompt"] = prompt_template.format(problem=row["problem"])
