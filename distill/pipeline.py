@@ -115,13 +115,16 @@ def _open_free_form(node: DictConfig) -> None:
     """Lets free-form `dict[str, Any]` fields (e.g. `engine.extra_body`) take keys from the experiment and
     the command line: struct mode, inherited from the root, would refuse every key of a field whose schema
     says any key is fine. Typed sections and typed dicts (`per_phase`) stay closed, so typos still fail."""
+    from dataclasses import is_dataclass
     from typing import Any
 
     for key in list(node.keys()):
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             meta = child._metadata
-            if meta.object_type is dict and meta.element_type is Any:
+            # free-form: values of Any or a plain type (str names, int counts); a dict of typed sections
+            # (per_phase: PhaseOverride) stays closed
+            if meta.object_type is dict and (meta.element_type is Any or not is_dataclass(meta.element_type)):
                 OmegaConf.set_struct(child, False)
             _open_free_form(child)
 
