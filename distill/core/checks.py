@@ -32,7 +32,7 @@ _SAMPLING: list[Rule] = [
 ]
 _TRAIN_HPARAMS: list[Rule] = [
     ("epochs", 0, INF, False, False),
-    ("lr", 0, INF, False, False),
+    ("lr", 0, INF, True, False),  # lr 0 is a frozen run: what the tests use to prove where a phase starts
     ("max_length", 1, INF, True, False),
     ("per_device_batch_size", 1, INF, True, False),
     ("grad_accum", 1, INF, True, False),
