@@ -26,8 +26,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.cluster.config import ClusterConfig, validate
 from distill.core.config import STAGES, DistillConfig
+from distill.core.logs import stage_log
 from distill.core.manifest import Manifest
 from distill.core.paths import Paths
+from distill.core.plots import stage_pictures
+from distill.core.run_report import write_report
 
 log = logging.getLogger(__name__)
 STAGE_MODULES: dict[str, str] = {name: f"distill.{name}.stage" for name in STAGES}
@@ -129,10 +132,27 @@ def run_pipeline(
 
         return submit_pipeline(cfg, names, lambda name: resolve_stage(cfg, name, overrides), paths)
     done: dict[str, Manifest] = {}
-    for name in names:
-        stage_cfg = resolve_stage(cfg, name, overrides)
-        t0 = time.perf_counter()
-        done[name] = stage_runner(name)(stage_cfg, paths)
-        log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
-    print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
+    try:
+        for name in names:
+            stage_cfg = resolve_stage(cfg, name, overrides)
+            t0 = time.perf_counter()
+            with stage_log(paths.stage_dir(name), name):  # third-party lines -> <stage>/stage.log
+                done[name] = stage_runner(name)(stage_cfg, paths)
+                stage_pictures(cfg, paths, name)
+            log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
+    except Exception:
+        _report(cfg, paths, overrides)  # what finished before the failure
+        raise
+    report = _report(cfg, paths, overrides)
+    print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}; report {report}")
     return done
+
+
+def _report(cfg: DictConfig, paths: Paths, overrides: list[str]) -> Path | None:
+    """The run report, also after a failed stage (what finished); its own failure never hides the stage's."""
+    try:
+        with stage_log(paths.run_dir, "report", "report.log"):
+            return write_report(paths, cfg, overrides)
+    except Exception as e:  # noqa: BLE001
+        log.warning("run report not written: %s (see %s)", e, paths.run_dir / "report.log")
+        return None

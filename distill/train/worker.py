@@ -18,6 +18,7 @@ from typing import Any
 
 from distill.cluster.launch import die_with_parent
 from distill.train.attention import register_varlen_sdpa
+from distill.train.progress import ProgressLines
 from distill.train.tokenizer import prepare_tokenizer
 from distill.train.trl_patches import score_label_positions_only
 
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     mark(state, "W&B ready")
     trainer = build_trainer(plan)
     mark(state, f"trainer built ({len(trainer.train_dataset)} packed rows)")
+    trainer.add_callback(ProgressLines(plan["phase"]))  # the driver's progress bar (distill.train.progress)
     if trainer.args.world_size != plan["world_size"]:
         raise RuntimeError(f"Trainer world size {trainer.args.world_size} != configured {plan['world_size']}")
     resume = last_checkpoint(out)
