@@ -8,6 +8,7 @@ student must have learned (the toy world's proof that distillation works).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -31,7 +32,7 @@ def toy_run(tmp_path_factory) -> tuple[Path, str, float]:
     )
     wall = time.monotonic() - t0
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return root / "toy", out.stdout, wall
+    return root / "toy", out.stdout + out.stderr, wall  # what the user's console showed
 
 
 def test_pipeline_ran_every_stage_within_budget(toy_run):
@@ -160,3 +161,42 @@ def test_wandb_group_and_artifact_lineage(toy_run):
     assert keys["generate"].encode() in log_of("toy-curate", keys["curate"])
     assert phases["phase1"].encode() in log_of("toy-phase2", phases["phase2"])
     assert not any(keys["generate"].encode() in b for b in logs.values() if b"toy-phase1" in b)
+
+
+def test_console_is_quiet_and_every_log_is_kept(toy_run):
+    """Issue 18: our progress and tables on the console, the libraries' lines in each stage's stage.log."""
+    run, console, _ = toy_run
+    lines = console.splitlines()
+    assert len(lines) < 150, f"{len(lines)} console lines"
+    for noise in ("pid=", "{'loss':", "Loading safetensors", "NUMA binding", "FutureWarning"):
+        assert noise not in console, noise
+    assert "train phase1" in console and "loss=" in console  # the ranks' progress bar
+    gen_log = (run / "generate" / "stage.log").read_text()
+    assert "Initializing a V1 LLM engine" in gen_log  # vLLM's start-up, kept
+    assert "{'loss':" in (run / "train" / "phase1" / "ranks.log").read_text()
+    assert f"report {run / 'report.md'}" in console
+
+
+def test_report_has_every_section_and_valid_pictures(toy_run):
+    from test_run_report import section, table_rows, valid_png
+
+    run, _, _ = toy_run
+    md = (run / "report.md").read_text()
+    for title in (
+        "What ran",
+        "Curate funnel",
+        "Training",
+        "Eval (held-out)",
+        "Serving bundle",
+        "Router",
+        "Lineage",
+    ):
+        section(md, title)
+    ran = {r[0]: r for r in table_rows(section(md, "What ran"))}
+    for stage in STAGES:
+        assert ran[stage][1:3] == ["done", json.loads((run / stage / "manifest.json").read_text())["key"]]
+    pics = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(pics) == 6, pics
+    for rel in pics:
+        valid_png((run / rel).read_bytes())
+    assert (run / "report.html").read_text().count("data:image/png;base64,") == len(pics)
