@@ -21,12 +21,14 @@ SCRIPT = textwrap.dedent(
     import logging, os, subprocess, sys
     from types import SimpleNamespace
     from distill.core import logs
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO)  # a console handler on root, as Hydra sets one
     logs.setup(SimpleNamespace(level=sys.argv[2], actionable=logs.LogConfig().actionable))
     # a library with its own stderr handler and propagate=False, as vLLM and transformers configure theirs
     lib = logging.getLogger("vllm.engine")
     lib.addHandler(logging.StreamHandler(sys.stderr)); lib.propagate = False; lib.setLevel(logging.INFO)
     with logs.stage_log(sys.argv[1], "demo"):
         lib.info("VLLM-INFO-LINE engine started")
+        logging.getLogger("httpx").info("HTTPX-INFO-LINE GET /v1/models 200")
         logging.getLogger("transformers.x").warning("TF-WARNING-LINE nothing to do")
         logging.getLogger("torch.cuda").warning("CUDA out of memory. Tried to allocate 2 GiB")
         logging.getLogger("distill.demo").info("OUR-INFO-LINE 3 of 3 done")
@@ -39,7 +41,14 @@ SCRIPT = textwrap.dedent(
     print("AFTER-STAGE-STDERR", file=sys.stderr)
     """
 )
-THIRD_PARTY = ["VLLM-INFO-LINE", "TF-WARNING-LINE", "RAW-FD2-LINE", "CHILD-STDERR-LINE", "PY-WARNING-LINE"]
+THIRD_PARTY = [
+    "VLLM-INFO-LINE",
+    "HTTPX-INFO-LINE",
+    "TF-WARNING-LINE",
+    "RAW-FD2-LINE",
+    "CHILD-STDERR-LINE",
+    "PY-WARNING-LINE",
+]
 
 
 def _run(tmp_path: Path, level: str, *extra: str) -> tuple[subprocess.CompletedProcess, str]:

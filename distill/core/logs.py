@@ -107,7 +107,8 @@ class ConsoleHandler(logging.Handler):
 def setup(cfg: Any = None) -> None:
     """Installs the console handler (once per process) from the `log` config section.
 
-    Hydra's own job logging is off (conf/config.yaml), so the root logger is ours. vLLM writes its log
+    Hydra's job logging is off (conf/config.yaml) and the console handler its own logging set on the root
+    logger is removed here, so every record reaches the console through ConsoleFilter. vLLM writes its log
     to stdout by default: it is pointed at stderr, which a stage sends to its log file."""
     level = str(getattr(cfg, "level", "info")).lower()
     if level not in LEVELS:
@@ -115,8 +116,8 @@ def setup(cfg: Any = None) -> None:
     _State.level = level
     _State.actionable = [re.compile(p) for p in getattr(cfg, "actionable", LogConfig().actionable)]
     root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, ConsoleHandler)]:
-        root.removeHandler(h)
+    for h in [h for h in root.handlers if isinstance(h, ConsoleHandler) or _to_console(h)]:
+        root.removeHandler(h)  # ours from an earlier setup(), or Hydra's own (hydra_logging) console handler
     handler = ConsoleHandler()
     handler.addFilter(ConsoleFilter())
     handler.setFormatter(logging.Formatter("[distill] %(message)s" if level != "debug" else FORMAT))
@@ -126,6 +127,10 @@ def setup(cfg: Any = None) -> None:
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger: a third-party record
     if level != "debug":
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
+def _to_console(h: logging.Handler) -> bool:
+    return type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)
 
 
 @contextmanager

@@ -81,7 +81,8 @@ def plot_train(run_dir: Path) -> list[Path]:
         ax2.plot(lx, ly, color="#dd8452", linestyle="--", label="learning rate")
         ax.set(xlabel="step", ylabel="loss", title=f"train {phase}: loss and learning rate")
         ax2.set_ylabel("learning rate")
-        fig.legend(loc="upper right", fontsize=8)
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper right", fontsize=8)
         paths.append(_save(fig, out_dir / f"loss_{phase}.png"))
     fig, ax = plt.subplots(figsize=(9, 3.8))
     ax2, offset = ax.twinx(), 0

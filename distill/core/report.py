@@ -76,10 +76,9 @@ class RankConsole:
             bar = self.bars[p["bar"]] = progress_bar(p.get("total"), p["bar"], unit=p.get("unit", "step"))
         if p.get("total") and bar.total != p["total"]:
             bar.total = p["total"]
-        bar.n = p["n"]
         if p.get("postfix"):
             bar.set_postfix({k: _short(v) for k, v in p["postfix"].items()}, refresh=False)
-        bar.refresh()
+        bar.update(p["n"] - bar.n)  # redrawn at most once a second, like the stages' own bars
 
     def close(self) -> None:
         for bar in self.bars.values():
