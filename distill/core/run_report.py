@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 from distill.core.config import STAGES
 from distill.core.io import atomic_write_text
@@ -60,7 +60,7 @@ def ran_section(ms: dict[str, Manifest | None], overrides: list[str] | None) -> 
         out.append(("p", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(last.versions.items()))))
     for s, m in ms.items():
         if m is not None:
-            out.append(("details", f"{s} config", yaml.safe_dump(m.config, sort_keys=True)))
+            out.append(("details", f"{s} config", OmegaConf.to_yaml(OmegaConf.create(m.config))))
     return out
 
 
@@ -107,7 +107,7 @@ def export_section(m: Manifest | None) -> list[Block]:
     if m is None:
         return []
     spec = json.loads(Path(m.outputs["serve"]["path"]).read_text())
-    entry = yaml.safe_load(Path(m.outputs["router"]["path"]).read_text())["commodity"]
+    entry = OmegaConf.to_container(OmegaConf.load(m.outputs["router"]["path"]))["commodity"]
     costs = [
         [p, *(_fmt(c.get(k)) for k in ("cost_per_query", "accuracy", "cost_per_correct", "commodity_share"))]
         for p, c in entry["policy_costs"].items()
