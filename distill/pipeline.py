@@ -33,8 +33,11 @@ from distill.core.checks import check_stage
 from distill.core.config import STAGES, DistillConfig
 from distill.core.io import sweep_temp_files
 from distill.core.lock import RunLock, lock_path
+from distill.core.logs import stage_log
 from distill.core.manifest import Manifest
 from distill.core.paths import Paths
+from distill.core.plots import stage_pictures
+from distill.core.run_report import write_report
 
 log = logging.getLogger(__name__)
 STAGE_MODULES: dict[str, str] = {name: f"distill.{name}.stage" for name in STAGES}
@@ -158,11 +161,18 @@ def run_pipeline(
 
         return submit_pipeline(cfg, names, resolved.__getitem__, paths)
     done: dict[str, Manifest] = {}
-    for name in names:
-        t0 = time.perf_counter()
-        done[name] = run_locked(resolved[name], paths)
-        log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
-    print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}")
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            with stage_log(paths.stage_dir(name), name):  # third-party lines -> <stage>/stage.log
+                done[name] = run_locked(resolved[name], paths)
+                stage_pictures(cfg, paths, name)
+            log.info("%s finished in %.1fs -> %s", name, time.perf_counter() - t0, paths.stage_dir(name))
+    except Exception:
+        _report(cfg, paths, overrides)  # what finished before the failure
+        raise
+    report = _report(cfg, paths, overrides)
+    print(f"[distill] run {cfg.run.name}: {', '.join(names)} done -> {paths.run_dir}; report {report}")
     return done
 
 
@@ -187,3 +197,13 @@ def run_locked(cfg: DictConfig, paths: Paths) -> Manifest:
             for f in sweep_temp_files(paths.stage_dir(cfg.stage.name), skip=("parts",)):
                 log.info("removed %s (left by a killed write)", f)
         return stage_runner(cfg.stage.name)(cfg, paths)
+
+
+def _report(cfg: DictConfig, paths: Paths, overrides: list[str]) -> Path | None:
+    """The run report, also after a failed stage (what finished); its own failure never hides the stage's."""
+    try:
+        with stage_log(paths.run_dir, "report", "report.log"):
+            return write_report(paths, cfg, overrides)
+    except Exception as e:  # noqa: BLE001
+        log.warning("run report not written: %s (see %s)", e, paths.run_dir / "report.log")
+        return None

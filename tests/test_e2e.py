@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def toy_run(tmp_path_factory) -> tuple[Path, str, float]:
     )
     wall = time.monotonic() - t0
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return root / "toy", out.stdout, wall
+    return root / "toy", out.stdout + out.stderr, wall  # what the user's console showed
 
 
 def test_pipeline_ran_every_stage_within_budget(toy_run):
@@ -297,3 +298,42 @@ def test_verify_walks_the_whole_chain_and_catches_an_edit_in_every_kind_of_outpu
         name = Path(rel).name
         assert any(name in p for ps in report.problems.values() for p in ps), (rel, report.problems)
         f.write_bytes(before)
+
+
+def test_console_is_quiet_and_every_log_is_kept(toy_run):
+    """Issue 18: our progress and tables on the console, the libraries' lines in each stage's stage.log."""
+    run, console, _ = toy_run
+    lines = console.splitlines()
+    assert len(lines) < 150, f"{len(lines)} console lines"
+    for noise in ("pid=", "{'loss':", "Loading safetensors", "NUMA binding", "FutureWarning"):
+        assert noise not in console, noise
+    assert "train phase1" in console and "loss=" in console  # the ranks' progress bar
+    gen_log = (run / "generate" / "stage.log").read_text()
+    assert "Initializing a V1 LLM engine" in gen_log  # vLLM's start-up, kept
+    assert "{'loss':" in (run / "train" / "phase1" / "ranks.log").read_text()
+    assert f"report {run / 'report.md'}" in console
+
+
+def test_report_has_every_section_and_valid_pictures(toy_run):
+    from test_run_report import section, table_rows, valid_png
+
+    run, _, _ = toy_run
+    md = (run / "report.md").read_text()
+    for title in (
+        "What ran",
+        "Curate funnel",
+        "Training",
+        "Eval (held-out)",
+        "Serving bundle",
+        "Router",
+        "Lineage",
+    ):
+        section(md, title)
+    ran = {r[0]: r for r in table_rows(section(md, "What ran"))}
+    for stage in STAGES:
+        assert ran[stage][1:3] == ["done", json.loads((run / stage / "manifest.json").read_text())["key"]]
+    pics = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(pics) == 6, pics
+    for rel in pics:
+        valid_png((run / rel).read_bytes())
+    assert (run / "report.html").read_text().count("data:image/png;base64,") == len(pics)

@@ -17,12 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.core.io import atomic_write_text
 from distill.core.paths import REPO_ROOT
+from distill.core.report import RankConsole
 
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 DEEPSPEED_DIR = REPO_ROOT / "conf" / "deepspeed"
@@ -131,9 +132,16 @@ def die_with_parent() -> None:
             pass
 
 
-def run_ranks(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
-    """Runs the launcher, copying its output to the console and to `log_path`; returns the exit code."""
+def run_ranks(
+    cmd: list[str], env: dict[str, str], log_path: Path, console: Callable[[bytes], None] | None = None
+) -> int:
+    """Runs the launcher, copying all its output to `log_path`; returns the exit code.
+
+    The console gets what `console` shows of each line: by default (`RankConsole`) the ranks' progress
+    as one bar and their `[distill]` lines, not TRL's loss dicts or the libraries' start-up notices
+    (everything with log.level=debug)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    show = console or RankConsole()
     with open(log_path, "ab") as log_f:
         log_f.write(("$ " + " ".join(cmd) + "\n").encode())
         proc = subprocess.Popen(
@@ -144,13 +152,15 @@ def run_ranks(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
             for line in proc.stdout:
                 log_f.write(line)
                 log_f.flush()
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
+                show(line)
             return proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if isinstance(show, RankConsole):
+                show.close()
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

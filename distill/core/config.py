@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from distill.core.logs import LogConfig
+
 # The pipeline's stages in order; `distill.pipeline` maps each name to its package.
 STAGES = ("generate", "curate", "train", "eval", "export")
 
@@ -73,6 +75,8 @@ class DistillConfig:
     teacher: ModelRef = field(default_factory=ModelRef)
     student: ModelRef = field(default_factory=lambda: ModelRef(name="toy-student", path="data/toy/student"))
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Console verbosity: `log.level=debug` (or `python -m distill -v`) shows every line (distill.core.logs).
+    log: LogConfig = field(default_factory=LogConfig)
     # Where stages run: in this process (`cluster=local`) or as Slurm jobs (conf/cluster/, distill.cluster).
     cluster: Any = None
     # Per-stage values of the chosen experiment, merged over the stage's own YAML (see distill.pipeline).

@@ -189,6 +189,7 @@ def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher:
     t0 = time.perf_counter()
     with progress(len(rows), "curate: verify", enabled=c.progress, unit="sample") as bar:
         verdicts = verifier.verdicts([(r["answer"], r["extracted_answer"]) for r in rows], bar.update)
+        bar.set_postfix(correct=sum(v is True for v in verdicts), wrong=sum(v is False for v in verdicts))
     for r, vd in zip(rows, verdicts, strict=True):
         r["verdict"] = vd
         r["verdict_source"] = "math_verify" if vd is not None else None
@@ -352,6 +353,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             r["extracted_answer"] = r["answer_method"] = None
             r["reject_reason"], r["reject_detail"] = row_filters(r, c)
             bar.update(1)
+        rejected = sum(r["reject_reason"] is not None for r in rows)
+        bar.set_postfix(kept=len(rows) - rejected, rejected=rejected)
     stats.update(reject_over_length(rows, cfg, paths))
     _verify(rows, c, stats, paths, cfg.teacher)
     _pass_rates(rows)

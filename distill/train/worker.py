@@ -18,6 +18,7 @@ from typing import Any
 
 from distill.cluster.launch import die_with_parent
 from distill.train.attention import register_varlen_sdpa
+from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
 from distill.train.tokenizer import prepare_tokenizer
 from distill.train.trl_patches import score_label_positions_only
@@ -294,6 +295,7 @@ def train_phase(plan: dict) -> int:
     else:
         trainer, summarize = build_trainer(plan), train_summary
     mark(state, f"{kind} trainer built ({len(trainer.train_dataset)} rows)")
+    trainer.add_callback(ProgressLines(plan["phase"]))  # the driver's progress bar (distill.train.progress)
     if trainer.args.world_size != plan["world_size"]:
         raise RuntimeError(f"Trainer world size {trainer.args.world_size} != configured {plan['world_size']}")
     resume = last_checkpoint(out)
