@@ -29,6 +29,7 @@ from distill.core.io import atomic_write_text
 from distill.core.manifest import model_fingerprint
 from distill.core.paths import Paths
 from distill.engines.base import model_location
+from distill.train.args import shared_args
 
 KINDS = ("sft", "on_policy")
 
@@ -161,32 +162,13 @@ def check_phases(cfg: DictConfig, paths: Paths) -> None:
 
 
 def distillation_config(plan: dict) -> Any:
-    """DistillationConfig from the plan, with the CPU settings the SFT worker uses (no bf16, pin memory,
-    gradient checkpointing, vLLM)."""
+    """DistillationConfig from the plan: the arguments every phase shares (distill.train.args: the CPU
+    settings included) plus the on-policy ones (no vLLM on CPU)."""
     from trl import DistillationConfig
 
-    h, op, cpu = plan["hparams"], plan["on_policy"], plan["use_cpu"]
-    ds = plan["deepspeed_config"]
+    op, cpu = plan["on_policy"], plan["use_cpu"]
     return DistillationConfig(
-        output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
-        num_train_epochs=h["epochs"],
-        learning_rate=h["lr"],
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": h["min_lr_rate"]},
-        warmup_steps=h["warmup_ratio"],
-        weight_decay=h["weight_decay"],
-        max_grad_norm=h["max_grad_norm"],
-        per_device_train_batch_size=h["per_device_batch_size"],
-        gradient_accumulation_steps=h["grad_accum"],
-        seed=h["seed"],
-        data_seed=h["seed"],
-        bf16=h["bf16"] and not cpu,
-        use_cpu=cpu and not ds,
-        gradient_checkpointing=h["gradient_checkpointing"] and not cpu,
-        dataloader_pin_memory=not cpu,
-        deepspeed=ds,
-        accelerator_config={"use_configured_state": True},
-        ddp_backend="gloo" if cpu else None,
+        **shared_args(plan),
         beta=op["beta"],
         temperature=op["temperature"],
         top_p=1.0,  # the student's own distribution, untruncated: the reverse KL is over its samples
@@ -196,15 +178,6 @@ def distillation_config(plan: dict) -> Any:
         vllm_gpu_memory_utilization=0.3,  # TRL's default: the student's engine beside its training state
         chat_template_kwargs={"enable_thinking": bool(op.get("enable_thinking", True))},
         disable_dropout=True,
-        logging_steps=h["logging_steps"],
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=h["save_steps"],
-        save_total_limit=h["save_total_limit"],
-        eval_strategy="no",
-        report_to=["wandb"] if plan["wandb"]["enabled"] else "none",
-        run_name=plan["wandb"]["name"],
-        disable_tqdm=not h["progress"],
     )
 
 

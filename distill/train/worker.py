@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.cluster.launch import die_with_parent
+from distill.train.args import shared_args
 from distill.train.attention import register_varlen_sdpa
 from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
@@ -56,24 +57,14 @@ def check_world_size(actual: int, expected: int) -> None:
 
 
 def sft_config(plan: dict) -> Any:
-    """SFTConfig from the plan; CPU forces the settings measured to work (no bf16, pin memory, Liger)."""
+    """SFTConfig from the plan: the shared arguments (distill.train.args) plus SFT's own."""
     from trl import SFTConfig
 
     h, cpu = plan["hparams"], plan["use_cpu"]
-    ds = plan["deepspeed_config"]
     flat = not h["packing"] and h["padding_free"]
     return SFTConfig(
-        output_dir=str(Path(plan["output_dir"]) / "checkpoints"),
-        num_train_epochs=h["epochs"],
-        learning_rate=h["lr"],
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": h["min_lr_rate"]},
-        warmup_steps=h["warmup_ratio"],  # a float < 1 is a ratio of the total steps
-        weight_decay=h["weight_decay"],
-        max_grad_norm=h["max_grad_norm"],
-        per_device_train_batch_size=h["per_device_batch_size"],
+        **shared_args(plan),
         per_device_eval_batch_size=h["per_device_batch_size"],
-        gradient_accumulation_steps=h["grad_accum"],
         max_length=None if flat else h["max_length"],  # TRL cannot truncate flattened rows: check_lengths
         packing=h["packing"],
         packing_strategy=h["packing_strategy"],
@@ -81,25 +72,7 @@ def sft_config(plan: dict) -> Any:
         assistant_only_loss=True,
         eos_token=plan["eos_token"],
         shuffle_dataset=True,
-        seed=h["seed"],
-        data_seed=h["seed"],
-        bf16=h["bf16"] and not cpu,
-        use_cpu=cpu and not ds,  # DeepSpeed runs on its own CPU accelerator
         use_liger_kernel=h["use_liger_kernel"] and not cpu,
-        gradient_checkpointing=h["gradient_checkpointing"] and not cpu,
-        dataloader_pin_memory=not cpu,
-        deepspeed=ds,
-        accelerator_config={"use_configured_state": True},
-        ddp_backend="gloo" if cpu else None,
-        logging_steps=h["logging_steps"],
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=h["save_steps"],
-        save_total_limit=h["save_total_limit"],
-        eval_strategy="no",
-        report_to=["wandb"] if plan["wandb"]["enabled"] else "none",
-        run_name=plan["wandb"]["name"],
-        disable_tqdm=not h["progress"],
         dataset_num_proc=None,
     )
 
