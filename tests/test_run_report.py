@@ -99,7 +99,10 @@ def build_run(run: Path) -> dict[str, Manifest]:
     prices = {"commodity": Price(0.1, 0.4), "frontier": Price(3.0, 15.0)}
     entry = {"routing": {"categories": table}, "policy_costs": policy_costs(s_cat, f_cat, table, prices)}
     (run / "export").mkdir()
-    (run / "export" / "router.yaml").write_text(yaml.safe_dump({"commodity": entry}))
+    (run / "export" / "router.yaml").write_text(yaml.safe_dump({"format": "distill.router/v1", **entry}))
+    curve = [{"frontier_share": s, "random": 0.4 + 0.1 * s, "category_rule": 0.41 + 0.1 * s,
+              "classifier": 0.42 + 0.12 * s, "oracle": 0.5} for s in (0.0, 0.5, 1.0)]  # fmt: skip
+    (run / "export" / "routing.json").write_text(json.dumps({"curve": curve}))
     cmd = f"vllm serve {run}/export/model --served-model-name toy-student --max-model-len 512"
     (run / "export" / "serve.json").write_text(
         json.dumps({"command": cmd, "served_model_name": "toy-student"})
@@ -108,7 +111,8 @@ def build_run(run: Path) -> dict[str, Manifest]:
                       inputs=[{"name": "train", "path": "x", "sha256": None, "key": ms["train"].key},
                               {"name": "eval", "path": "y", "sha256": None, "key": ms["eval"].key}],
                       outputs={"bundle": {"path": str(run / "export/model")}, "serve": {"path": str(run / "export/serve.json")},
-                               "router": {"path": str(run / "export/router.yaml")}},
+                               "router": {"path": str(run / "export/router.yaml")},
+                               "routing": {"path": str(run / "export/routing.json")}},
                       created="2026-01-01T00:00:06Z")  # fmt: skip
     return ms
 
@@ -191,7 +195,8 @@ def test_bundle_launch_command_and_router_costs(report):
     run, ms, md, _ = report
     assert f"`{ms['export'].outputs['bundle']['path']}`" in section(md, "Serving bundle")
     assert json.loads((run / "export" / "serve.json").read_text())["command"] in section(md, "Serving bundle")
-    entry = yaml.safe_load((run / "export" / "router.yaml").read_text())["commodity"]
+    entry = yaml.safe_load((run / "export" / "router.yaml").read_text())
+    assert (run / "export" / "plots" / "routing_curve.png").name in section(md, "Serving bundle") + md
     rows = {r[0]: r for r in table_rows(section(md, "Router"))}
     for policy, c in entry["policy_costs"].items():
         assert rows[policy][1:4] == [
@@ -234,7 +239,7 @@ def valid_png(data: bytes) -> None:
 def test_every_picture_exists_and_is_a_valid_png(report):
     run, _, md, page = report
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(linked) == 6  # funnel, 2 phase curves + all phases, avg@k, lengths
+    assert len(linked) == 7  # funnel, 2 phase curves + all phases, avg@k, lengths, routing curve
     for rel in linked:
         valid_png((run / rel).read_bytes())
     parser = _Imgs()

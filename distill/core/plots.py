@@ -159,8 +159,37 @@ def plot_eval(run_dir: Path) -> list[Path]:
     return paths
 
 
-DRAW: dict[str, Callable[[Path], list[Path]]] = {"train": plot_train, "eval": plot_eval}
-EXPECTED = {"train": ["loss_all_phases.png"], "eval": ["avg_at_k.png", "completion_lengths.png"]}
+def plot_export(run_dir: Path) -> list[Path]:
+    """The routing curve export measured (distill.export.routing_eval): accuracy against the share of
+    queries sent to the frontier, for random routing, the per-category rule and the query classifier."""
+    m = Manifest.read(run_dir / "export" / MANIFEST)
+    if "routing" not in m.outputs:
+        return []  # no query router (too few eval problems): nothing to draw
+    curve = json.loads(Path(m.outputs["routing"]["path"]).read_text())["curve"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    share = [c["frontier_share"] for c in curve]
+    for name, style in (("random", ":"), ("category_rule", "--"), ("classifier", "-"), ("oracle", "-.")):
+        if name in curve[0]:
+            ax.plot(share, [c[name] for c in curve], style, marker="o", ms=3, label=name.replace("_", " "))
+    ax.set_xlabel("share of queries routed to the frontier")
+    ax.set_ylabel("accuracy (held-out, out-of-fold)")
+    ax.set_title("routing curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return [_save(fig, run_dir / "export" / PLOTS / "routing_curve.png")]
+
+
+DRAW: dict[str, Callable[[Path], list[Path]]] = {
+    "train": plot_train,
+    "eval": plot_eval,
+    "export": plot_export,
+}
+EXPECTED = {
+    "train": ["loss_all_phases.png"],
+    "eval": ["avg_at_k.png", "completion_lengths.png"],
+    "export": ["routing_curve.png"],
+}
 
 
 def stage_pictures(cfg: Any, paths: Paths, stage: str, log_wandb: bool = True) -> list[Path]:

@@ -103,18 +103,18 @@ def eval_section(m: Manifest | None, pictures: list[Path]) -> list[Block]:
     ]
 
 
-def export_section(m: Manifest | None) -> list[Block]:
+def export_section(m: Manifest | None, pictures: list[Path] = ()) -> list[Block]:
     if m is None:
         return []
     spec = json.loads(Path(m.outputs["serve"]["path"]).read_text())
-    entry = OmegaConf.to_container(OmegaConf.load(m.outputs["router"]["path"]))["commodity"]
+    doc = OmegaConf.to_container(OmegaConf.load(m.outputs["router"]["path"]))  # distill.router/v1
     costs = [
         [p, *(_fmt(c.get(k)) for k in ("cost_per_query", "accuracy", "cost_per_correct", "commodity_share"))]
-        for p, c in entry["policy_costs"].items()
+        for p, c in doc["policy_costs"].items()
     ]
     cats = [
-        [c, r["tier"], _fmt(r["student"]), _fmt(r["frontier"]), _fmt(r["gap"])]
-        for c, r in entry["routing"]["categories"].items()
+        [c, r["tier"], _fmt(r["student"]), _fmt(r["frontier"]), _fmt(r["gap"]), r.get("evidence", "")]
+        for c, r in doc["routing"]["categories"].items()
     ]
     out: list[Block] = [
         ("h2", "Serving bundle"),
@@ -123,11 +123,9 @@ def export_section(m: Manifest | None) -> list[Block]:
         ("code", spec["command"]),
         ("h2", "Router"),
         ("table", ["policy", "cost/query", "accuracy", "cost/correct", "commodity share"], costs),
-        ("table", ["category", "tier", "student", "frontier", "gap"], cats),
+        ("table", ["category", "tier", "student", "frontier", "gap", "evidence"], cats),
     ]
-    out += [
-        ("img", Path(o["path"]), n) for n, o in m.outputs.items() if str(o.get("path", "")).endswith(".png")
-    ]
+    out += [("img", p, p.stem.replace("_", " ")) for p in pictures]
     return out
 
 
@@ -141,7 +139,7 @@ def lineage_section(ms: dict[str, Manifest | None]) -> list[Block]:
 
 def blocks(paths: Paths, cfg: Any = None, overrides: list[str] | None = None) -> list[Block]:
     ms = {s: _manifest(paths, s) for s in STAGES}
-    pics = {s: stage_pictures(cfg, paths, s) if ms[s] else [] for s in ("train", "eval")}
+    pics = {s: stage_pictures(cfg, paths, s) if ms[s] else [] for s in ("train", "eval", "export")}
     name = paths.run_dir.name
     head: list[Block] = [
         ("h1", f"Run report: {name}"),
@@ -153,7 +151,7 @@ def blocks(paths: Paths, cfg: Any = None, overrides: list[str] | None = None) ->
         *funnel_section(ms["curate"]),
         *train_section(ms["train"], pics["train"]),
         *eval_section(ms["eval"], pics["eval"]),
-        *export_section(ms["export"]),
+        *export_section(ms["export"], pics["export"]),
         *lineage_section(ms),
     ]
 
