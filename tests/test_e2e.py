@@ -336,7 +336,7 @@ def test_report_has_every_section_and_valid_pictures(toy_run):
     for stage in STAGES:
         assert ran[stage][1:3] == ["done", json.loads((run / stage / "manifest.json").read_text())["key"]]
     pics = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(pics) == 6, pics
+    assert len(pics) == 7, pics  # funnel, 3 train curves, avg@k, lengths, routing curve
     for rel in pics:
         valid_png((run / rel).read_bytes())
     assert (run / "report.html").read_text().count("data:image/png;base64,") == len(pics)
