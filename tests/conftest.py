@@ -117,3 +117,15 @@ def start_vllm_server(args: list[str], port: int, timeout: float = 240) -> Itera
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def procs_with(text: str) -> list[int]:
+    """Pids of live processes whose command line contains `text` (e.g. orphaned ranks of a killed run)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and text in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import fake_curate, student_dir
 
-from conftest import REPO, TOY, distill_cmd, run_distill
+from conftest import REPO, TOY, distill_cmd, procs_with, run_distill
 
 TEACHER = TOY / "teacher"
 FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3", "stage.logging_steps=1"]
@@ -162,17 +162,6 @@ def test_rerun_is_noop(onpolicy_run, capsys):
     assert log.stat().st_size == size
 
 
-def _procs_with(text: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and text in (d / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(d.name))
-        except OSError:
-            continue
-    return pids
-
-
 @pytest.mark.slow
 def test_kill_during_phase_resumes_and_starts_from_sft_weights(onpolicy_run, tmp_path):
     """lr 0: the phase's final weights must equal phase 1's, tensor for tensor, across a SIGKILL + resume."""
@@ -193,7 +182,7 @@ def test_kill_during_phase_resumes_and_starts_from_sft_weights(onpolicy_run, tmp
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    while _procs_with(str(op / "plan.json")):
+    while procs_with(str(op / "plan.json")):
         assert time.time() < deadline, "orphaned ranks survived the kill"
         time.sleep(0.2)
     assert not (op / "manifest.json").exists()

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import fake_curate, student_dir, worker_plan
 
-from conftest import REPO, distill_cmd, run_distill
+from conftest import REPO, distill_cmd, procs_with, run_distill
 
 SECRETS = {"OPENAI_API_KEY": "sk-distill-test-secret-0451", "HF_TOKEN": "hf_distilltestsecret0451"}
 FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3", "stage.logging_steps=2"]
@@ -192,17 +192,6 @@ def test_world_size_mismatch_fails(tmp_path_factory):
     assert not (root / "out" / "final").exists()
 
 
-def _procs_with(text: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and text in (d / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(d.name))
-        except OSError:
-            continue
-    return pids
-
-
 @pytest.mark.slow
 def test_kill_during_phase1_resumes_from_checkpoint(tmp_path_factory):
     student = student_dir(tmp_path_factory)
@@ -224,7 +213,7 @@ def test_kill_during_phase1_resumes_from_checkpoint(tmp_path_factory):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    while _procs_with(str(p1 / "plan.json")):  # the ranks die with their parent (PR_SET_PDEATHSIG)
+    while procs_with(str(p1 / "plan.json")):  # the ranks die with their parent (PR_SET_PDEATHSIG)
         assert time.time() < deadline, "orphaned ranks survived the kill"
         time.sleep(0.2)
     assert not (p1 / "manifest.json").exists() and not (p1 / "final").exists()

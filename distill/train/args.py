@@ -43,3 +43,24 @@ def shared_args(plan: dict) -> dict[str, Any]:
         run_name=plan["wandb"]["name"],
         disable_tqdm=not h["progress"],
     )
+
+
+def run_summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) -> dict[str, Any]:
+    """The part of a phase manifest's metrics every kind reports: steps, losses, world size, resume point
+    and run time (the kinds add their own throughput and cost figures)."""
+    hist = trainer.state.log_history
+    losses = [(r["step"], r["loss"]) for r in hist if "loss" in r]
+    train_rows = [r for r in hist if "train_runtime" in r]
+    return {
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "first_logged_step": losses[0][0] if losses else None,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": Path(resumed_from).name if resumed_from else None,
+        "resume_step": int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0,
+        "train_runtime_s": train_rows[-1]["train_runtime"] if train_rows else seconds,
+        "wall_s": seconds,
+        "log_history": hist,
+    }

@@ -29,7 +29,7 @@ from distill.core.io import atomic_write_text
 from distill.core.manifest import model_fingerprint
 from distill.core.paths import Paths
 from distill.engines.base import model_location
-from distill.train.args import shared_args
+from distill.train.args import run_summary, shared_args
 
 KINDS = ("sft", "on_policy")
 
@@ -224,26 +224,13 @@ def build_trainer(plan: dict) -> Any:
 def summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) -> dict:
     """The phase manifest's metrics, with the cost per optimizer step: the teacher scores (and the student
     trains on) every prompt + completion token once; the student generates the completion tokens."""
-    hist = trainer.state.log_history
-    losses = [(r["step"], r["loss"]) for r in hist if "loss" in r]
+    out = {"kind": "on_policy", **run_summary(trainer, resumed_from, seconds, world)}
+    hist, args = out["log_history"], trainer.args
     steps = max(trainer.state.global_step, 1)
-    args = trainer.args
     prompts_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     lengths = [r["completions/mean_length"] for r in hist if "completions/mean_length" in r]
-    train_rows = [r for r in hist if "train_runtime" in r]
-    runtime = train_rows[-1]["train_runtime"] if train_rows else seconds
     seen = trainer.state.num_input_tokens_seen
-    resume_step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
-    return {
-        "kind": "on_policy",
-        "world_size": world,
-        "global_step": trainer.state.global_step,
-        "first_loss": losses[0][1] if losses else None,
-        "final_loss": losses[-1][1] if losses else None,
-        "first_logged_step": losses[0][0] if losses else None,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from": Path(resumed_from).name if resumed_from else None,
-        "resume_step": resume_step,
+    return out | {
         "prompts": len(trainer.train_dataset),
         "prompts_per_step": prompts_per_step,
         # student forward+backward tokens = teacher forward tokens (prompt + completion, no padding)
@@ -252,9 +239,5 @@ def summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) 
         "student_generated_tokens_per_step": (sum(lengths) / len(lengths) * prompts_per_step)
         if lengths
         else None,
-        "wall_s_per_step": runtime
-        / max(steps - (int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0), 1),
-        "train_runtime_s": runtime,
-        "wall_s": seconds,
-        "log_history": hist,
+        "wall_s_per_step": out["train_runtime_s"] / max(steps - out["resume_step"], 1),
     }

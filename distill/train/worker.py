@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.cluster.launch import die_with_parent
-from distill.train.args import shared_args
+from distill.train.args import run_summary, shared_args
 from distill.train.attention import register_varlen_sdpa
 from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
@@ -205,29 +205,15 @@ def save_final(trainer: Any, out: Path, state: Any) -> None:
 
 
 def train_summary(trainer: Any, resumed_from: str | None, seconds: float, world: int) -> dict:
-    """What the driver puts in the phase manifest: losses, tokens/s, steps, world size, resume point."""
-    hist = trainer.state.log_history
-    losses = [(r["step"], r["loss"]) for r in hist if "loss" in r]
-    ds = trainer.train_dataset
-    tokens_per_epoch = sum(len(x) for x in ds["input_ids"])
-    epochs = trainer.args.num_train_epochs
-    train_rows = [r for r in hist if "train_runtime" in r]
-    runtime = train_rows[-1]["train_runtime"] if train_rows else seconds
-    return {
-        "world_size": world,
-        "global_step": trainer.state.global_step,
-        "first_loss": losses[0][1] if losses else None,
-        "final_loss": losses[-1][1] if losses else None,
-        "first_logged_step": losses[0][0] if losses else None,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from": Path(resumed_from).name if resumed_from else None,
-        "resume_step": int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0,
-        "train_tokens_per_epoch": tokens_per_epoch,
-        "tokens_per_s": tokens_per_epoch * epochs / max(runtime, 1e-9) if not resumed_from else None,
-        "train_runtime_s": runtime,
-        "wall_s": seconds,
-        "log_history": hist,
-    }
+    """What the driver puts in an SFT phase's manifest: the shared summary plus tokens/s."""
+    out = run_summary(trainer, resumed_from, seconds, world)
+    tokens_per_epoch = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    runtime = out["train_runtime_s"]
+    out["train_tokens_per_epoch"] = tokens_per_epoch
+    out["tokens_per_s"] = (
+        tokens_per_epoch * trainer.args.num_train_epochs / max(runtime, 1e-9) if not resumed_from else None
+    )
+    return out
 
 
 _T0 = time.perf_counter()
