@@ -188,12 +188,14 @@ def _write_bundle_files(out: Path, spec: dict, doc: dict) -> None:
 
 
 def _print_summary(out: Path, spec: dict, report: dict | None) -> None:
-    from distill.export.routing_eval import cost_table, curve_table
+    """The bundle, its launch and the router's calibrated costs; the whole routing curve is in
+    routing.json, the run report and export/plots/routing_curve.png (the console stays short)."""
+    from distill.export.routing_eval import cost_table
 
     print(f"[distill] export: bundle at {out / 'model'}\n[distill] serve with (from {out}): {spec['usage']}")
     if report:
-        print("[distill] query router, held-out routing curve (accuracy):\n" + "\n".join(curve_table(report)))
-        print("[distill] at the calibrated threshold:\n" + "\n".join(cost_table(report)))
+        print("[distill] query router at the calibrated threshold (routing curve: routing.json):")
+        print("\n".join(cost_table(report)))
 
 
 def run(cfg: DictConfig, paths: Paths) -> Manifest:
