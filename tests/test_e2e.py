@@ -312,7 +312,7 @@ def test_console_is_quiet_and_every_log_is_kept(toy_run):
         assert noise not in console, noise
     assert "train phase1" in console and "loss=" in console  # the ranks' progress bar
     gen_log = (run / "generate" / "stage.log").read_text()
-    assert "Initializing a V1 LLM engine" in gen_log  # vLLM's start-up, kept
+    assert re.search(r"^\S+ \S+ INFO vllm\.", gen_log, re.M), gen_log[:2000]  # vLLM's own log lines, kept
     assert "{'loss':" in (run / "train" / "phase1" / "ranks.log").read_text()
     assert f"report {run / 'report.md'}" in console
 
