@@ -186,6 +186,9 @@ def stage_lock(cfg: DictConfig, paths: Paths) -> RunLock:
 
         part = shard_name(g.shard, g.num_shards)
         return RunLock(lock_path(stage_dir, part), f"{what} ({part})")
+    if g.name == "curate" and g.get("shard") is not None:  # a task's units are its own (distill.curate.parts)
+        part = f"task-{g.shard:05d}-of-{g.num_shards:05d}"
+        return RunLock(lock_path(stage_dir, part), f"{what} ({part})")
     return RunLock(lock_path(stage_dir), what)
 
 

@@ -129,3 +129,23 @@ def procs_with(text: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def output_rows(stage_dir: Path, name: str, schema=None, columns: list[str] | None = None) -> list[dict]:  # noqa: ANN001
+    """The rows a finished stage wrote under output `name`, read as its consumers read them (its shards,
+    through its manifest)."""
+    from distill.core.manifest import Manifest
+    from distill.core.shards import iter_problem_order
+
+    m = Manifest.read(Path(stage_dir) / "manifest.json")
+    rows = list(iter_problem_order(m.outputs[name], columns))
+    return [schema.check(r, f"{stage_dir}/{name}") for r in rows] if schema else rows
+
+
+def output_bytes(stage_dir: Path, name: str) -> dict[str, bytes]:
+    """A stage output's files, by name: what "byte-identical output" compares for a sharded dataset."""
+    from distill.core.manifest import Manifest
+    from distill.core.shards import dataset_files
+
+    m = Manifest.read(Path(stage_dir) / "manifest.json")
+    return {p.name: p.read_bytes() for p in dataset_files(m.outputs[name])}

@@ -65,7 +65,7 @@ def test_mi300_profile_sets_rocm_variables(tmp_path):
 def test_generate_array_then_merge(tmp_path):
     ov = ["cluster=slurm", "stage.num_shards=4", "cluster.stages.generate.array_parallelism=2"]
     _, (array, merge) = jobs_for("generate", ov, tmp_path)
-    assert "--array=0-3%2" in array.options and array.script.name == "generate_array.sbatch"
+    assert "--array=0-3%2" in array.options and array.script.name == "array.sbatch"
     assert "--array" not in " ".join(merge.options) and "--dependency=afterok:<array>" in merge.options
     assert any(o.endswith("/slurm/logs/generate-%A_%a.out") for o in array.options)
     assert array.env["DISTILL_STAGE_CONFIG"].endswith("/toy/slurm/generate.yaml")
@@ -84,7 +84,7 @@ def test_dry_run_prints_scripts_and_commands_and_writes_nothing(tmp_path, capsys
     assert list(ids) == list(STAGES) and ids["generate"] == ["(dry run)", "(dry run)"]
     assert out.count("sbatch --parsable") == 6  # generate array + merge, curate, train, eval, export
     assert "--dependency=afterok:<train>:<eval>" in out and "--array=0-1" in out
-    for script in ("stage.sbatch", "generate_array.sbatch", "train.sbatch"):
+    for script in ("stage.sbatch", "array.sbatch", "train.sbatch"):
         assert f"slurm/{script}:\n#!/usr/bin/env bash" in out
     cmd = next(line for line in out.splitlines() if "sbatch --parsable" in line)
     assert shlex.split(cmd)[0] == "sbatch"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import run_distill
+from conftest import output_rows, run_distill
 from distill.core.io import read_rows, write_rows
 from distill.core.manifest import Manifest
 from distill.core.schemas import REJECTED, SAMPLE, TRAIN_PAIR, RowError
@@ -126,9 +126,9 @@ def test_funnel_adds_up_and_every_row_lands_once(tmp_path, capsys):
     write_generate(tmp_path, rows)
     m = run_distill(overrides(tmp_path))["curate"]
     out = tmp_path / "runs" / "t" / "curate"
-    rejected = list(read_rows(out / "rejected.jsonl", REJECTED))
+    rejected = list(output_rows(out, "rejected", REJECTED))
     got = {(r["problem_id"], r["sample_idx"]): r["reject_reason"] for r in rejected}
-    kept = {(r["problem_id"], r["sample_idx"]) for r in read_rows(out / "phase1.jsonl", TRAIN_PAIR)}
+    kept = {(r["problem_id"], r["sample_idx"]) for r in output_rows(out, "phase1", TRAIN_PAIR)}
     assert set(got) | kept == set(expect) and not set(got) & kept
     assert got == {k: v for k, v in expect.items() if v is not None}
     f = json.loads((out / "funnel.json").read_text())
@@ -141,7 +141,7 @@ def test_funnel_adds_up_and_every_row_lands_once(tmp_path, capsys):
     )
     assert f["unparseable_reference_problems"] == 1
     assert m.metrics["kept"] == f["kept"] and (out / "funnel.png").stat().st_size > 1000
-    p2 = list(read_rows(out / "phase2.jsonl", TRAIN_PAIR))
+    p2 = list(output_rows(out, "phase2", TRAIN_PAIR))
     assert p2 and all(r["pass_rate"] <= 0.75 for r in p2) and {r["problem_id"] for r in p2} == {"p1"}
     pair = p2[0]
     assert pair["messages"][0]["role"] == "user" and pair["messages"][1]["content"].startswith("<think>")
@@ -189,7 +189,7 @@ def test_external_messages_file_without_generate(tmp_path):
     m = run_distill(ov)["curate"]
     removed = {s["step"]: s["removed"] for s in m.metrics["steps"]}
     assert m.inputs[0]["sha256"] and m.metrics["kept"] == 3 and removed["wrong"] == 1 == sum(removed.values())
-    pairs = list(read_rows(m.output_path("phase1"), TRAIN_PAIR))
+    pairs = output_rows(m.source.parent, "phase1", TRAIN_PAIR)
     assert [p["sample_idx"] for p in pairs] == [0, 1, 2] and pairs[0]["messages"][0][
         "content"
     ] == "What is 2+2?"
@@ -284,16 +284,16 @@ def test_a_lone_surrogate_in_any_field_is_its_own_rejection_and_every_other_row_
     rows, bad, cols = _surrogate_file(tmp_path)
     m = run_distill(overrides(tmp_path, *cols))["curate"]
     out = tmp_path / "runs" / "t" / "curate"
-    rejected = {r["problem_id"]: r for r in read_rows(out / "rejected.jsonl", REJECTED)}
-    kept = {r["problem_id"] for r in read_rows(out / "phase1.jsonl", TRAIN_PAIR)}
+    rejected = {r["problem_id"]: r for r in output_rows(out, "rejected", REJECTED)}
+    kept = {r["problem_id"] for r in output_rows(out, "phase1", TRAIN_PAIR)}
     assert set(rejected) == {rows[i]["problem_id"] for i in bad.values()}
     for field, i in bad.items():
         r = rejected[rows[i]["problem_id"]]
         assert r["reject_reason"] == "unencodable_text" and r["reject_detail"].startswith(field), r
     assert kept == {r["problem_id"] for r in rows} - set(rejected)  # every other row lands
     assert m.metrics["kept"] == len(rows) - len(bad) and m.metrics["input"] == len(rows)
-    text = (out / "rejected.jsonl").read_bytes().decode("utf-8")  # valid UTF-8, the surrogate escaped
-    assert "\\\\udc80" in text and SURROGATE not in text
+    text = "".join(str(v) for r in rejected.values() for v in r.values())  # read back: valid UTF-8
+    assert "\\udc80" in text and SURROGATE not in text  # the surrogate escaped
 
 
 def test_a_writer_error_leaves_no_partial_file_and_no_manifest(tmp_path, monkeypatch):
@@ -320,8 +320,9 @@ def test_a_writer_error_leaves_no_partial_file_and_no_manifest(tmp_path, monkeyp
         else []
     )
     assert leftovers == []
-    for p in out.glob("*.jsonl") if out.exists() else []:
-        list(read_rows(p))  # any file that was written is whole
+    for p in out.rglob("*.parquet") if out.exists() else []:
+        list(read_rows(p))  # any shard that was written is whole
+    assert not list(out.rglob("*.tmp")) if out.exists() else True  # no half-written shard either
 
 
 def test_a_surrogate_in_a_column_mapped_problem_is_rejected_not_a_crash(tmp_path):
@@ -335,7 +336,7 @@ def test_a_surrogate_in_a_column_mapped_problem_is_rejected_not_a_crash(tmp_path
     m = run_distill(overrides(tmp_path, *cols, "stage.columns.completion=trace"))["curate"]
     out = tmp_path / "runs" / "t" / "curate"
     unencodable = [
-        r for r in read_rows(out / "rejected.jsonl", REJECTED) if r["reject_reason"] == "unencodable_text"
+        r for r in output_rows(out, "rejected", REJECTED) if r["reject_reason"] == "unencodable_text"
     ]
     # the problem, answer and completion rows; the prompt is rebuilt from the problem and meta is not mapped
     fields = sorted(re.match(r"\w+", r["reject_detail"]).group(0) for r in unencodable)

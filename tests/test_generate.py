@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_distill
-from distill.core.io import read_rows
+from conftest import REPO, output_rows, run_distill
 from distill.core.schemas import SAMPLE
 
 BASE = [
@@ -34,7 +33,7 @@ def ref(tmp_path_factory):
 
 def test_rows_and_manifest(ref):
     root, m = ref
-    rows = list(read_rows(root / "toy" / "generate" / "samples.jsonl", SAMPLE))
+    rows = output_rows(root / "toy" / "generate", "samples", SAMPLE)
     assert len(rows) == 24 and m.outputs["samples"]["rows"] == 24
     assert [(r["problem_id"], r["sample_idx"]) for r in rows[:4]] == [
         ("toy-train-00000", 0), ("toy-train-00000", 1), ("toy-train-00001", 0), ("toy-train-00001", 1),
@@ -72,11 +71,13 @@ def test_shards_merge_to_the_unsharded_rows(ref, tmp_path):
     root, _ = ref
     for i in range(3):  # as three Slurm array tasks would
         _gen(tmp_path, f"stage.shard={i}", "stage.num_shards=3")
-    assert not (tmp_path / "toy" / "generate" / "samples.jsonl").exists()
+    assert not (tmp_path / "toy" / "generate" / "manifest.json").exists()
     m = _gen(tmp_path, "stage.num_shards=3")  # the merge step: every shard already done
     assert m.metrics["generated_samples_this_run"] == 0
-    merged = (tmp_path / "toy" / "generate" / "samples.jsonl").read_bytes()
-    assert merged == (root / "toy" / "generate" / "samples.jsonl").read_bytes()
+    assert len(m.outputs["samples"]["shards"]) == 3 and not list((tmp_path / "toy").rglob("*.jsonl"))
+    assert m.metrics["rows"] == 24  # counted from the shards, streamed
+    want = output_rows(root / "toy" / "generate", "samples")  # in problem order: the same rows
+    assert output_rows(tmp_path / "toy" / "generate", "samples") == want
 
 
 def _bad(tmp_path: Path, text: str) -> Path:
@@ -101,7 +102,7 @@ def _bad(tmp_path: Path, text: str) -> Path:
 def test_bad_input_fails_clearly_and_keeps_earlier_output(ref, tmp_path, text, match):
     root, _ = ref
     out = root / "toy" / "generate"
-    before = {p.name: p.read_bytes() for p in (out / "samples.jsonl", out / "manifest.json")}
+    before = {p.relative_to(out): p.read_bytes() for p in [out / "manifest.json", *out.rglob("*.parquet")]}
     with pytest.raises(Exception, match=match):
         _gen(root, f"data.train.path={_bad(tmp_path, text)}")
     assert {p: (out / p).read_bytes() for p in before} == before
@@ -128,5 +129,5 @@ def test_local_workers_run_shards_in_parallel_processes(ref, tmp_path):
     logs = sorted(p.name for p in (tmp_path / "toy" / "generate").glob("worker-shard-*.log"))
     assert logs == ["worker-shard-00000.log", "worker-shard-00001.log"]
     assert m.metrics["generated_samples_this_run"] == 0  # the driver only merged
-    merged = (tmp_path / "toy" / "generate" / "samples.jsonl").read_bytes()
-    assert merged == (root / "toy" / "generate" / "samples.jsonl").read_bytes()
+    want = output_rows(root / "toy" / "generate", "samples")
+    assert output_rows(tmp_path / "toy" / "generate", "samples") == want

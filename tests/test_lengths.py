@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import TOY, run_distill
-from distill.core.io import read_rows, write_rows
+from conftest import TOY, output_rows, run_distill
+from distill.core.io import write_rows
 from distill.core.manifest import Manifest
 from distill.core.schemas import SAMPLE
 from distill.curate.lengths import student_lengths, student_tokenizer
@@ -38,14 +38,14 @@ def test_format_rejections_and_student_length(tmp_path):
          "stage.verify.num_workers=0", "stage.decontam.enabled=false", "stage.lengths.max_length=120",
          "+stage.phases=[{name: phase1, by: all}]"]
     )["curate"]  # fmt: skip
-    rej = {r["problem_id"]: r for r in read_rows(tmp_path / "runs/t/curate/rejected.jsonl")}
+    rej = {r["problem_id"]: r for r in output_rows(tmp_path / "runs/t/curate", "rejected")}
     assert {k: v["reject_reason"] for k, v in rej.items()} == {
         "b": "channel_markers",
         "c": "harmony_commentary",
         "d": "over_max_length",
     }
     assert rej["d"]["reject_detail"].endswith("> 120 student tokens")
-    kept = list(read_rows(tmp_path / "runs/t/curate/phase1.jsonl"))
+    kept = output_rows(tmp_path / "runs/t/curate", "phase1")
     assert [p["problem_id"] for p in kept] == ["a"] and 30 < kept[0]["student_tokens"] <= 120
     steps = {s["step"]: s["removed"] for s in m.metrics["steps"]}
     assert steps["over_max_length"] == steps["channel_markers"] == steps["harmony_commentary"] == 1

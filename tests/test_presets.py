@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import run_distill
-from distill.core.io import read_rows, write_rows
+from conftest import output_rows, run_distill
+from distill.core.io import write_rows
 from distill.core.schemas import RowError
 from distill.curate.external import ExternalConfig, flatten, get_path
 
@@ -94,12 +94,12 @@ def test_preset(tmp_path, preset, rows, suffix, extra, n_in, n_kept, meta):
          f"stage.meta_keys={keys}", *extra]
     )["curate"]  # fmt: skip
     assert (m.metrics["input"], m.metrics["kept"]) == (n_in, n_kept)
-    pairs = list(read_rows(tmp_path / "p/curate/phase1.jsonl"))
+    pairs = output_rows(tmp_path / "p/curate", "phase1")
     asst = pairs[0]["messages"][1]["content"]
     assert asst.startswith("<think>\n") and "\n</think>\n\n" in asst
     assert not any(m in asst for m in ("<|begin_of", "<|end_of", "<answer>", "</answer>"))
     assert {k: pairs[0][k] for k in meta} == meta
-    rej = list(read_rows(tmp_path / "p/curate/rejected.jsonl"))
+    rej = output_rows(tmp_path / "p/curate", "rejected")
     assert all(set(r["meta"]) <= {k.rsplit(".", 1)[-1] for k in _preset_meta(preset)} for r in rej)
     print(f"{preset}: {n_in} samples -> {n_kept} pairs; {json.dumps(pairs[0]['messages'])}")
 

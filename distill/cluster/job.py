@@ -33,15 +33,15 @@ def _job_settings(cfg: DictConfig, paths: Paths, shard: int | None) -> None:
     """Per-job adjustments that change how the stage runs, never what it writes (none is in a config key)."""
     g = cfg.stage
     if shard is not None:
-        if g.name != "generate":
-            raise ValueError(f"--shard is for generate array tasks, not {g.name}")
+        if g.name not in ("generate", "curate"):
+            raise ValueError(f"--shard is for generate and curate array tasks, not {g.name}")
         if not 0 <= shard < g.num_shards:
-            raise ValueError(f"array task {shard} is outside generate.num_shards={g.num_shards}")
+            raise ValueError(f"array task {shard} is outside {g.name}.num_shards={g.num_shards}")
         g.shard, g.workers = shard, 1
-    elif g.name == "generate" and g.num_shards > 1 and cfg.force:
+    elif g.name in ("generate", "curate") and g.num_shards > 1 and cfg.force:
         # The merge after a forced array: the tasks already regenerated every shard; forcing here would
         # clear them. Dropping the merged manifest is enough to merge again.
-        (paths.stage_dir("generate") / "manifest.json").unlink(missing_ok=True)
+        (paths.stage_dir(g.name) / "manifest.json").unlink(missing_ok=True)
         cfg.force = False
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         cfg.force = False  # a requeued job resumes what its first run (forced or not) started

@@ -5,7 +5,8 @@ the resolved root config to `<run>/slurm/<stage>.yaml` and submits the stage's b
 with `sbatch` options computed here. The scripts stay thin: they read `DISTILL_*` variables (set in the
 environment sbatch exports) and start `python -m distill.cluster.job`, which runs the stage without Hydra.
 
-generate with `num_shards > 1` is an array job (one shard per task) plus a merge job after it; train on
+generate and curate with `num_shards > 1` are an array job (one shard per task; curate's tasks share its
+units) plus a merge job after it; train on
 more than one node starts one `accelerate launch` per node through `srun` (see `srun_ranks_command`).
 A requeued or resubmitted job reruns the same stage function, which resumes: generate from its append
 logs, train from its last checkpoint, finished stages from their manifests.
@@ -31,6 +32,7 @@ from distill.core.secrets import scrub_config
 
 SCRIPTS = REPO_ROOT / "slurm"
 # What each stage reads from another stage of the same submission: its job waits for those (afterok).
+ARRAY_STAGES = ("generate", "curate")  # an array of shard tasks, then a merge job
 NEEDS = {"curate": ("generate",), "train": ("curate",), "eval": ("train",), "export": ("train", "eval")}
 
 
@@ -61,8 +63,8 @@ def resources(cluster: DictConfig, name: str) -> dict[str, Any]:
 def fit_stage(cfg: DictConfig, res: dict[str, Any]) -> None:
     """Makes the stage config agree with its allocation (train: machines and ranks), or says which key is wrong."""
     g, name = cfg.stage, cfg.stage.name
-    if name == "generate" and g.num_shards < 1:
-        raise ValueError(f"generate.num_shards={g.num_shards}: the array needs at least one shard")
+    if name in ARRAY_STAGES and g.num_shards < 1:
+        raise ValueError(f"{name}.num_shards={g.num_shards}: the array needs at least one shard")
     if name == "generate" and 0 < res["gpus_per_node"] < g.engine.tensor_parallel_size:
         raise ValueError(
             f"cluster.stages.generate.gpus_per_node={res['gpus_per_node']} < generate.engine."
@@ -86,7 +88,7 @@ def sbatch_options(
 ) -> list[str]:
     """Every sbatch option of one job, from the resolved config (nothing is read back out of YAML later)."""
     c = cfg.cluster
-    suffix = "-merge" if name == "generate" and array is None and cfg.stage.num_shards > 1 else ""
+    suffix = "-merge" if name in ARRAY_STAGES and array is None and cfg.stage.num_shards > 1 else ""
     opts = [f"--job-name=distill-{cfg.run.name}-{name}{suffix}", f"--nodes={res['nodes']}"]
     opts += ["--ntasks-per-node=1", f"--time={res['time']}"]
     opts += [f"--{k.replace('_', '-')}={res[k]}" for k in ("cpus_per_task", "mem") if res[k] is not None]
@@ -131,14 +133,14 @@ def job_env(cfg: DictConfig, config_file: Path, base: Path) -> dict[str, str]:
 
 
 def stage_jobs(cfg: DictConfig, paths: Paths, deps: list[str]) -> list[Job]:
-    """The stage's jobs in submission order: one, or generate's array then its merge."""
+    """The stage's jobs in submission order: one, or an array (generate, curate) then its merge."""
     name = cfg.stage.name
     res = resources(cfg.cluster, name)
     fit_stage(cfg, res)
     slurm_dir = paths.run_dir / "slurm"
     env = job_env(cfg, slurm_dir / f"{name}.yaml", paths.base)
-    if name == "generate" and cfg.stage.num_shards > 1:
-        array = Job(name, SCRIPTS / "generate_array.sbatch", [], env)
+    if name in ARRAY_STAGES and cfg.stage.num_shards > 1:
+        array = Job(name, SCRIPTS / "array.sbatch", [], env)
         array.options = sbatch_options(cfg, name, res, paths, deps, array=cfg.stage.num_shards)
         merge_res = res | {"gpus_per_node": 0, "exclusive": False}
         merge = Job(name, SCRIPTS / "stage.sbatch", [], env)

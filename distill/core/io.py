@@ -87,8 +87,11 @@ def read_rows(path: str | Path, schema: Schema | None = None) -> Iterator[dict]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield schema.check(row, f"{path}:row {i}") if schema else row
+        i = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):  # streamed, not the whole table
+            for row in batch.to_pylist():
+                i += 1
+                yield schema.check(row, f"{path}:row {i}") if schema else row
         return
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):

@@ -243,7 +243,10 @@ def checked_output(m: Manifest, name: str, needed_by: str) -> dict[str, Any]:
             f"{where}); the file changed after {m.stage} wrote it: restore it or rerun "
             f"`python -m distill stage={m.stage.split('/')[0]} force=true`"
         )
-    return {"name": name, "path": str(path), "sha256": rec.get("sha256"), "key": m.key}
+    shape = {
+        k: rec[k] for k in ("format", "rows", "shards", "problem_order") if k in rec
+    }  # a sharded dataset
+    return {"name": name, "path": str(path), "sha256": rec.get("sha256"), "key": m.key, **shape}
 
 
 def finished(directory: str | Path, key: str, name: str = MANIFEST) -> Manifest | None:

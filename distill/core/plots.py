@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distill.core.io import read_rows
 from distill.core.manifest import MANIFEST, Manifest
 from distill.core.paths import Paths
+from distill.core.shards import iter_dataset
 
 log = logging.getLogger(__name__)
 PLOTS = "plots"
@@ -98,6 +98,9 @@ def plot_train(run_dir: Path) -> list[Path]:
     return paths
 
 
+PLOT_COLUMNS = ["problem_id", "verdict", "meta", "completion_tokens"]  # the pictures need no text
+
+
 def eval_samples(run_dir: Path) -> tuple[dict[str, list[dict]], str]:
     """Model -> its scored samples (eval manifest's inputs, in order), and the category field."""
     m = Manifest.read(run_dir / "eval" / MANIFEST)
@@ -105,7 +108,7 @@ def eval_samples(run_dir: Path) -> tuple[dict[str, list[dict]], str]:
     for i in m.inputs:
         if i["path"].endswith(MANIFEST):
             mm = Manifest.read(i["path"])
-            out[i["name"]] = list(read_rows(mm.outputs["samples"]["path"]))
+            out[i["name"]] = list(iter_dataset(mm.outputs["samples"], columns=PLOT_COLUMNS))
     return out, str(m.config.get("category_field", "category"))
 
 

@@ -104,3 +104,9 @@ REJECTED = Schema(
     },
 )
 SCHEMAS[REJECTED.name] = REJECTED
+
+# One sample of an eval model on a held-out problem, with the answer it gave and its verdict.
+EVAL_SAMPLE = Schema(
+    "eval_sample", {**SAMPLE.fields, "pred": _f(str, NoneType), "verdict": _f(bool, NoneType)}
+)
+SCHEMAS[EVAL_SAMPLE.name] = EVAL_SAMPLE

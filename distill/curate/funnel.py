@@ -6,6 +6,7 @@ see if the pipeline stopped there; kept + rejected always equals the input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from distill.engines.formats import FORMAT_PROBLEMS
@@ -32,12 +33,19 @@ STEPS = (
 )
 
 
-def funnel(n_input: int, reasons: list[str | None], phase_counts: dict[str, int], extra: dict) -> dict:
-    """Counts per step in pipeline order; `remaining` after each step; kept + rejected == input."""
+def funnel(
+    n_input: int, reasons: Mapping[str, int] | list[str | None], phase_counts: dict[str, int], extra: dict
+) -> dict:
+    """Counts per step in pipeline order; `remaining` after each step; kept + rejected == input.
+    `reasons`: each row's reason (None: kept), or the count of rows per reason."""
     counts = {s: 0 for s in STEPS}
-    for r in reasons:
-        if r is not None:
-            counts[r] += 1
+    if isinstance(reasons, Mapping):
+        for r, n in reasons.items():
+            counts[r] += n
+    else:
+        for r in reasons:
+            if r is not None:
+                counts[r] += 1
     steps, left = [], n_input
     for s in STEPS:
         left -= counts[s]

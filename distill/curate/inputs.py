@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from distill.core.io import check_file, read_rows
 from distill.core.manifest import MANIFEST, checked_output, file_input, upstream
 from distill.core.paths import Paths
 from distill.core.schemas import SAMPLE, RowError
+from distill.core.shards import dataset_files, read_shard
 from distill.curate.external import ExternalConfig, flatten
 from distill.engines.chat import DEFAULT_PROMPT, join_reasoning, split_completion
 
@@ -87,32 +89,38 @@ def map_row(raw: dict, columns: dict, where: str, prompt_template: str = DEFAULT
     return row
 
 
-def number_samples(rows: list[dict]) -> None:
-    """`sample_idx` 0.. within each problem, in file order, where the file has none."""
-    counter: dict[str, int] = defaultdict(int)
-    for r in rows:
-        if r.get("sample_idx") is None:
-            r["sample_idx"] = counter[r["problem_id"]]
-        counter[r["problem_id"]] = max(counter[r["problem_id"]], r["sample_idx"] + 1)
-
-
 def read_external(
     path: Path, columns: dict, prompt_template: str = DEFAULT_PROMPT, ext: ExternalConfig | None = None
 ) -> list[dict]:
+    """Every row of an external file as a sample (tests and small files; the stage streams `iter_rows`)."""
+    return [r for r, _ in iter_external(path, columns, prompt_template, ext)]
+
+
+def iter_external(
+    path: Path, columns: dict, prompt_template: str = DEFAULT_PROMPT, ext: ExternalConfig | None = None
+) -> Iterator[tuple[dict, str]]:
+    """External rows mapped onto the sample schema, streamed, with where each came from. `sample_idx` is
+    0.. within each problem in file order where the file has none (a counter per problem, no rows kept)."""
     if not columns:
-        return list(read_rows(path, SAMPLE))
+        for i, r in enumerate(read_rows(path, SAMPLE), start=1):
+            yield r, _where(path, i)
+        return
     ext = ext or ExternalConfig()
-    rows, wheres = [], []
+    counter: dict[str, int] = defaultdict(int)
     for i, raw in enumerate(read_rows(path), start=1):
-        where = f"{path}:{i}" if path.suffix != ".parquet" else f"{path}:row {i}"
-        for flat, w, meta in flatten(raw, columns, ext, where):  # distill.curate.external
+        for flat, w, meta in flatten(raw, columns, ext, _where(path, i)):  # distill.curate.external
             row = map_row(flat, columns, w, prompt_template)
             if "meta" not in columns:
                 row["meta"] = meta
-            rows.append(row)
-            wheres.append(w)
-    number_samples(rows)
-    return [SAMPLE.check(r, w) for r, w in zip(rows, wheres, strict=True)]
+            pid = row["problem_id"]
+            if row.get("sample_idx") is None:
+                row["sample_idx"] = counter[pid]
+            counter[pid] = max(counter[pid], row["sample_idx"] + 1)
+            yield SAMPLE.check(row, w), w
+
+
+def _where(path: Path, i: int) -> str:
+    return f"{path}:{i}" if path.suffix != ".parquet" else f"{path}:row {i}"
 
 
 def input_record(input_path: str | None, paths: Paths) -> dict:
@@ -132,17 +140,62 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
     return checked_output(m, "samples", "curate")
 
 
-def load_samples(
-    record: dict, external: bool, columns: dict, prompt_template: str, ext: ExternalConfig | None = None
-) -> list[dict]:
-    path = Path(record["path"])
-    rows = read_external(path, columns, prompt_template, ext) if external else list(read_rows(path, SAMPLE))
-    seen: dict[tuple[str, int], int] = {}
-    for i, r in enumerate(rows, start=1):
-        k = (r["problem_id"], r["sample_idx"])
-        if k in seen:
-            raise RowError(
-                f"{path}: row {i} repeats problem_id={k[0]!r} sample_idx={k[1]} (first: row {seen[k]})"
-            )
-        seen[k] = i
-    return rows
+class Units:
+    """Curate's input as units of work: one per generate shard (or the one external file). Every sample
+    of a problem is in one unit, so units are curated independently (in order, by local workers or by
+    Slurm array tasks) and their outputs concatenated."""
+
+    def __init__(
+        self, record: dict, external: bool, columns: dict, prompt_template: str, ext: ExternalConfig
+    ):
+        self.record, self.external = record, external
+        self.columns, self.template, self.ext = columns, prompt_template, ext
+        self.files = dataset_files(record)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def rows(self, unit: int) -> Iterator[tuple[dict, str]]:
+        path = self.files[unit]
+        if self.external:
+            yield from iter_external(path, self.columns, self.template, self.ext)
+        elif path.suffix == ".parquet":
+            for i, r in enumerate(read_shard(path), start=1):
+                yield SAMPLE.check(r, f"{path}:row {i}"), f"{path}:row {i}"
+        else:
+            for i, r in enumerate(read_rows(path, SAMPLE), start=1):
+                yield r, f"{path}:{i}"
+
+    def problems(self, unit: int) -> Iterator[tuple[str, str]]:
+        """(problem id, text) of each sample, in order; only those two columns are read from a shard."""
+        path = self.files[unit]
+        if not self.external and path.suffix == ".parquet":
+            yield from ((r["problem_id"], r["problem"]) for r in read_shard(path, ["problem_id", "problem"]))
+        else:
+            yield from ((r["problem_id"], r["problem"]) for r, _ in self.rows(unit))
+
+    def groups(self, unit: int, contiguous: bool) -> Iterator[list[tuple[dict, str]]]:
+        """The unit's samples, one list per problem. A file whose problems are not contiguous (checked by
+        the problem pass) is grouped in memory: sort such a file by problem to stream it."""
+        rows = self.rows(unit) if contiguous else iter(_grouped_in_memory(self.rows(unit)))
+        cur: list[tuple[dict, str]] = []
+        seen: dict[int, str] = {}
+        for row, where in rows:
+            if cur and row["problem_id"] != cur[0][0]["problem_id"]:
+                yield cur
+                cur, seen = [], {}
+            if (i := row["sample_idx"]) in seen:
+                raise RowError(
+                    f"{where}: repeats problem_id={row['problem_id']!r} sample_idx={i} (first: {seen[i]})"
+                )
+            seen[i] = where
+            cur.append((row, where))
+        if cur:
+            yield cur
+
+
+def _grouped_in_memory(rows: Iterator[tuple[dict, str]]) -> list[tuple[dict, str]]:
+    by: dict[str, list] = defaultdict(list)
+    for row, where in rows:
+        by[row["problem_id"]].append((row, where))
+    return [x for g in by.values() for x in g]

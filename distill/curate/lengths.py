@@ -24,9 +24,24 @@ class LengthConfig:
     batch: int = 1024  # conversations rendered and tokenized at a time
 
 
+_CACHE: dict[tuple, Any] = {}
+
+
 def student_tokenizer(student: ModelRef, paths: Paths) -> Any:
     """The student's tokenizer with the template train uses (its own if it marks `{% generation %}`,
-    else TRL's training variant, which renders the same text)."""
+    else TRL's training variant, which renders the same text); loaded once per process, not per chunk."""
+    at = (
+        str(model_location(student.tokenizer or student.path, paths)),
+        student.revision,
+        student.chat_template,
+    )
+    if at not in _CACHE:
+        _CACHE.clear()
+        _CACHE[at] = _load_tokenizer(student, paths)
+    return _CACHE[at]
+
+
+def _load_tokenizer(student: ModelRef, paths: Paths) -> Any:
     from transformers import AutoTokenizer
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 

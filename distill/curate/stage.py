@@ -1,47 +1,46 @@
 """The curate stage: teacher samples in, curriculum phases of verified, deduplicated, clean pairs out.
 
-Every input row ends in exactly one place: a phase file (kept) or `rejected.jsonl` with the first reason
+Every input row ends in exactly one place: a phase shard (kept) or a rejected shard with the first reason
 that dropped it, in the funnel's order (text checks, answer extraction, length and repetition filters,
-problem dedup, decontamination, verdict, per-problem selection, phase rules). Verdicts are computed for
-every answered sample, filtered or not, so pass rates measure the teacher, not the filters.
+problem dedup, decontamination, verdict, per-problem selection, phase rules). It runs in two passes so
+that memory does not grow with the samples: the problem pass (`curate.problem_pass`) reads problem texts
+only, for dedup and decontamination; the sample pass (`curate.sample_pass`, `curate.parts`) streams the
+samples of each unit (a generate shard) in chunks of whole problems. Units run in this process, in
+`workers` local processes, or in a Slurm array (`cluster=slurm`, `num_shards` tasks); the merge lists
+their shards and sums their funnel counts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.core.config import ProblemSource
-from distill.core.io import atomic_write_json, write_rows
-from distill.core.manifest import Manifest, stage_key, up_to_date
+from distill.core.io import atomic_write_json
+from distill.core.manifest import Manifest, finished, stage_key, up_to_date
 from distill.core.paths import Paths
-from distill.core.problems import data_source, source_fingerprint
+from distill.core.problems import source_fingerprint
 from distill.core.report import progress, summary_table
-from distill.core.schemas import REJECTED, TRAIN_PAIR
+from distill.core.shards import dataset_files
 from distill.core.tracking import log_stage_outputs
-from distill.curate.dedup import dedup_problems, group_by, select_samples
+from distill.core.workers import run_workers
 from distill.curate.external import ExternalConfig
-from distill.curate.filters import row_filters
-from distill.curate.funnel import count_values, funnel, plot_funnel, summary_rows
-from distill.curate.inputs import input_record, load_samples
-from distill.curate.labels import JudgeConfig, PseudoLabelConfig, judge_rows, pseudo_references
-from distill.curate.lengths import LengthConfig, reject_over_length
-from distill.curate.phases import PhaseRule, is_val, matches, train_pair
-from distill.curate.verify import Timeouts, Verifier
+from distill.curate.funnel import funnel, plot_funnel, summary_rows
+from distill.curate.inputs import Units, input_record
+from distill.curate.labels import JudgeConfig, PseudoLabelConfig
+from distill.curate.lengths import LengthConfig
+from distill.curate.parts import merge, run_unit, sweep_other_keys, unit_name
+from distill.curate.phases import PhaseRule
+from distill.curate.problem_pass import EvalSet, eval_sources, run_problem_pass
+from distill.curate.sample_pass import PassContext, Tally, phase_names
 from distill.engines.chat import DEFAULT_PROMPT
 
 log = logging.getLogger(__name__)
 STAGE = "curate"
-
-
-@dataclass
-class EvalSet(ProblemSource):
-    """A named decontamination eval set (a list entry: lists, unlike dicts, merge across config layers)."""
-
-    name: str = "eval"
 
 
 @dataclass
@@ -133,10 +132,15 @@ class CurateConfig:
     val_seed: int = 0
     meta_keys: list[str] = field(default_factory=lambda: ["meta.level", "meta.category"])
     progress: bool = True
+    chunk_samples: int = 4096  # samples of whole problems in memory at a time in the sample pass
+    workers: int = 1  # local processes for the sample pass, each taking units in turn
+    shard: int | None = None  # a Slurm array task: the units u with u % num_shards == shard
+    num_shards: int = 1  # array tasks (cluster=slurm); the result does not depend on it
 
 
 Config = CurateConfig
-NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method", "lengths.batch"}
+NOT_IN_KEY = {"progress", "verify.num_workers", "verify.start_method", "lengths.batch", "chunk_samples",
+              "workers", "shard", "num_shards"}  # fmt: skip
 
 
 def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
@@ -161,165 +165,70 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     return stage_key(keyed, [i["key"] for i in inputs], NOT_IN_KEY), inputs
 
 
-def eval_sources(cfg: DictConfig) -> dict[str, ProblemSource]:
-    """The decontamination eval sets: named keys of the run's `data`, then the stage's own entries."""
-    d = cfg.stage.decontam
-    if not d.enabled:
-        return {}
-    out = {}
-    for k in d.data_sets:
-        out[k] = OmegaConf.to_object(data_source(cfg, k, "curate.decontam.data_sets"))
-    for e in d.eval_sets:
-        src = OmegaConf.to_container(e, resolve=True)
-        name = src.pop("name")
-        if name in out:
-            raise ValueError(f"curate.decontam: two eval sets named {name!r}")
-        out[name] = ProblemSource(**src)
-    return out
+def _funnel(tally: Tally, cfg: DictConfig, pp: dict) -> dict:
+    v = tally.verdicts
+    extra = {
+        "problems": {"input": tally.problems_in, "kept": tally.problems_kept},
+        "verdicts": {k: v.get(k, 0) for k in ("true", "false", "none")},
+        "verdict_sources": dict(tally.sources),
+        **tally.fixed,
+        **{k: n for k, n in tally.stats.items() if not k.endswith("_s")},
+        **pp["extra"],
+    }
+    phases = {n: tally.phases.get(n, 0) for n in phase_names(cfg.stage)}
+    return funnel(tally.input, tally.reasons, phases, extra)
 
 
-def _verifier(v: DictConfig) -> Verifier:
-    t = Timeouts(v.parse_timeout_s, v.verify_timeout_s)
-    return Verifier(v.num_workers, t, v.start_method, strict=v.strict)
-
-
-def _verify(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher: DictConfig) -> None:
-    verifier = _verifier(c.verify)
-    v = c.verify
-    t0 = time.perf_counter()
-    with progress(len(rows), "curate: verify", enabled=c.progress, unit="sample") as bar:
-        verdicts = verifier.verdicts([(r["answer"], r["extracted_answer"]) for r in rows], bar.update)
-        bar.set_postfix(correct=sum(v is True for v in verdicts), wrong=sum(v is False for v in verdicts))
-    for r, vd in zip(rows, verdicts, strict=True):
-        r["verdict"] = vd
-        r["verdict_source"] = "math_verify" if vd is not None else None
-        r["reference_used"] = r["answer"]
-        r["ref_unparsed"] = r["answer"] is not None and r["answer"] in verifier.unparsed_references
-    stats["verify_s"] = time.perf_counter() - t0
-    stats["distinct_pairs"] = verifier.distinct_pairs
-    stats["unparseable_reference_problems"] = len({r["problem_id"] for r in rows if r["ref_unparsed"]})
-    stats["missing_reference_problems"] = len({r["problem_id"] for r in rows if r["answer"] is None})
-    if v.pseudo_label.enabled:
-        _pseudo_label(rows, c, stats)
-    if v.judge.enabled:
-        _judge(rows, c, stats, paths, teacher)
-
-
-def _pseudo_label(rows: list[dict], c: DictConfig, stats: dict) -> None:
-    refs = pseudo_references(rows, OmegaConf.to_object(c.verify.pseudo_label))
-    todo = [r for r in rows if r["problem_id"] in refs]
-    verdicts = _verifier(c.verify).verdicts([(refs[r["problem_id"]], r["extracted_answer"]) for r in todo])
-    for r, vd in zip(todo, verdicts, strict=True):
-        r["reference_used"], r["verdict"] = refs[r["problem_id"]], vd
-        r["verdict_source"] = "pseudo_label" if vd is not None else None
-    stats["pseudo_labelled_problems"] = len(refs)
-
-
-def _judge(rows: list[dict], c: DictConfig, stats: dict, paths: Paths, teacher: DictConfig) -> None:
-    from distill.engines import make_engine
-
-    j = c.verify.judge
-    want = {"null": None, "false": False, "true": True}
-    recheck = [want[k] for k in j.recheck]
-    todo = [
-        r
-        for r in rows
-        if r["verdict"] in recheck and r["extracted_answer"] is not None and r["reference_used"] is not None
-    ]
-    stats["judge_asked"], stats["judge_decided"] = len(todo), 0
-    if not todo:
-        return
-    model = OmegaConf.to_object(j.model if j.model is not None else teacher)
-    engine = make_engine(OmegaConf.to_object(j.engine), model, paths)
-    try:
-        stats["judge_decided"] = judge_rows(todo, OmegaConf.to_object(j), engine)
-    finally:
-        engine.close()
-
-
-def _pass_rates(rows: list[dict]) -> None:
-    for rs in group_by(rows, "problem_id").values():
-        vs = [r["verdict"] for r in rs if r["verdict"] is not None]
-        rate = sum(vs) / len(vs) if vs else None
-        for r in rs:
-            r["pass_rate"] = rate
-
-
-def _problem_reasons(rows: list[dict], cfg: DictConfig, paths: Paths, extra: dict) -> dict[str, dict]:
-    """problem id -> {"reason", ...} for duplicate and contaminated problems."""
-    from distill.curate.decontam import build_index, contaminated, load_eval_sets
-
+def _sample_pass(units: Units, cfg: DictConfig, paths: Paths, pp: dict, parts, key: str) -> None:
+    """This process's units (an array task's share, or all), after local workers took theirs if any."""
     c = cfg.stage
-    problems = list({r["problem_id"]: r["problem"] for r in rows}.items())
-    d = c.dedup
-    out = dedup_problems(problems, d.problems_exact, d.problems_near, d.near_threshold, d.num_perm, d.shingle)
-    extra["contaminated_problems"] = []
-    if srcs := eval_sources(cfg):
-        sets, _ = load_eval_sets(srcs, paths)
-        index = build_index(sets, c.decontam.ngram, c.decontam.max_item_share)
-        extra["decontam"] = {"eval_items": index.items, "ignored_boilerplate_ngrams": index.ignored_grams}
-        for pid, hit in contaminated([p for p in problems if p[0] not in out], index).items():
-            out[pid] = {"reason": "contaminated", **hit}
-            extra["contaminated_problems"].append({"problem_id": pid, **hit})
-    return out
+    mine = [u for u in range(len(units)) if c.shard is None or u % c.num_shards == c.shard]
+    todo = [u for u in mine if not finished(parts, key, f"{unit_name(u)}.manifest.json")]
+    if c.shard is None and c.workers > 1 and len(todo) > 1:
+        w = min(c.workers, len(todo))
+        worker_cfg = cfg.copy()
+        worker_cfg.force, worker_cfg.stage.workers, worker_cfg.stage.num_shards = False, 1, w
+        if c.verify.num_workers is None:  # the node's cores shared out between the workers
+            worker_cfg.stage.verify.num_workers = max(1, (os.cpu_count() or 1) // w)
+        run_workers(worker_cfg, paths, paths.stage_dir(STAGE), list(range(w)), w)
+        todo = []
+    total = units.record.get("rows") if not c.input else None
+    ctx = PassContext(cfg, paths)
+    try:
+        with progress(total, "curate", enabled=c.progress, unit="sample") as bar:
+            for u in todo:
+                run_unit(units, u, cfg, paths, ctx, pp, parts, key, bar)
+    finally:
+        ctx.close()
 
 
-def _assign(rows: list[dict], c: DictConfig, prob: dict[str, dict]) -> None:
-    """Sets `reject_reason` on every row that a problem-level, verdict or selection step drops."""
-    for r in rows:
-        if r["reject_reason"] is None and (p := prob.get(r["problem_id"])):
-            r["reject_reason"] = p["reason"]
-            r["reject_detail"] = str(p.get("duplicate_of") or f"{p.get('eval_set')}:{p.get('eval_id')}")
-        elif r["reject_reason"] is None and r["verdict"] is None and not c.verify.keep_unverified:
-            r["reject_reason"], r["reject_detail"] = (
-                "unverified",
-                "no verdict (reference or answer unparseable)",
-            )
-        elif r["reject_reason"] is None and r["verdict"] is False and not c.verify.keep_wrong:
-            r["reject_reason"], r["reject_detail"] = (
-                "wrong",
-                f"{r['extracted_answer']} vs {r['reference_used']}",
-            )
-    alive = [r for r in rows if r["reject_reason"] is None]
-    for rs in group_by(alive, "problem_id").values():
-        dropped = select_samples(rs, c.dedup.max_per_problem)
-        for r in rs:
-            if reason := dropped.get(r["sample_idx"]):
-                r["reject_reason"], r["reject_detail"] = reason, None
-
-
-def _phases(rows: list[dict], c: DictConfig) -> dict[str, list[dict]]:
-    rules = [OmegaConf.to_object(p) for p in c.phases]
-    names = [p.name for p in rules]
-    if len(set(names)) != len(names):
-        raise ValueError(f"curate phases need distinct names, got {names}")
-    out: dict[str, list[dict]] = {n: [] for n in names}
-    if c.val_fraction > 0:
-        out.update({f"{n}_val": [] for n in names})
-    for r in rows:
-        if r["reject_reason"] is not None:
-            continue
-        hit = [p.name for p in rules if matches(p, r)]
-        if not hit:
-            r["reject_reason"], r["reject_detail"] = "no_phase", "no phase rule matched"
-        suffix = "_val" if is_val(r["problem_id"], c.val_fraction, c.val_seed) else ""
-        for name in hit:
-            out[name + suffix].append(train_pair(r, name, list(c.meta_keys)))
-    return out
-
-
-def _write(out_dir, rows, phases, fun, inputs, key, cfg, timings) -> Manifest:
-    outputs = {}
-    for name, pairs in phases.items():
-        path = out_dir / f"{name}.jsonl"
-        outputs[name] = {"path": str(path), "rows": write_rows(path, pairs, TRAIN_PAIR)}
-    rejected = [{k: v for k, v in r.items() if k != "ref_unparsed"} for r in rows if r["reject_reason"]]
-    outputs["rejected"] = {"path": str(out_dir / "rejected.jsonl"), "rows": len(rejected)}
-    write_rows(out_dir / "rejected.jsonl", rejected, REJECTED)
+def run(cfg: DictConfig, paths: Paths) -> Manifest:
+    c = cfg.stage
+    t_start = time.perf_counter()
+    out_dir = paths.stage_dir(STAGE)
+    key, inputs = _key(cfg, paths)
+    if c.shard is None and (m := up_to_date(out_dir, key, cfg.force, "curate")):
+        return m
+    parts = out_dir / "parts" / key
+    if cfg.force and c.shard is None:
+        shutil.rmtree(parts, ignore_errors=True)
+    elif cfg.force:  # a forced array task redoes its own units
+        for f in parts.glob("unit-*.manifest.json"):
+            if int(f.name[5:10]) % c.num_shards == c.shard:
+                f.unlink()
+    columns = {k: v for k, v in OmegaConf.to_container(c.columns).items() if v is not None}
+    units = Units(inputs[0], bool(c.input), columns, c.prompt_template, OmegaConf.to_object(c.external))
+    pp = run_problem_pass(units, cfg, paths, parts / "problems.json")
+    _sample_pass(units, cfg, paths, pp, parts, key)
+    if c.shard is not None:  # an array task: the merge job writes the stage's manifest
+        return Manifest(stage=STAGE, key=key, config={"shard": c.shard, "num_shards": c.num_shards})
+    outputs, tally = merge(len(units), cfg, parts, key)
+    fun = _funnel(tally, cfg, pp)
     atomic_write_json(out_dir / "funnel.json", fun)
     plot_funnel(fun, out_dir / "funnel.png")
     outputs["funnel"] = {"path": str(out_dir / "funnel.json")}
     outputs["funnel_plot"] = {"path": str(out_dir / "funnel.png")}
+    timings = {"verify_s": tally.stats.get("verify_s", 0.0), "total_s": time.perf_counter() - t_start}
     m = Manifest(
         stage=STAGE,
         key=key,
@@ -330,56 +239,8 @@ def _write(out_dir, rows, phases, fun, inputs, key, cfg, timings) -> Manifest:
         timings=timings,
     )
     m.write(out_dir)
-    return m
-
-
-def run(cfg: DictConfig, paths: Paths) -> Manifest:
-    c = cfg.stage
-    t_start = time.perf_counter()
-    out_dir = paths.stage_dir(STAGE)
-    key, inputs = _key(cfg, paths)
-    if m := up_to_date(out_dir, key, cfg.force, "curate"):
-        return m
-    rows = load_samples(
-        inputs[0],
-        bool(c.input),
-        {k: v for k, v in OmegaConf.to_container(c.columns).items() if v is not None},
-        c.prompt_template,
-        OmegaConf.to_object(c.external),
-    )
-    stats: dict = {}
-    with progress(len(rows), "curate: filter", enabled=c.progress, unit="sample") as bar:
-        for r in rows:
-            r["extracted_answer"] = r["answer_method"] = None
-            r["reject_reason"], r["reject_detail"] = row_filters(r, c)
-            bar.update(1)
-        rejected = sum(r["reject_reason"] is not None for r in rows)
-        bar.set_postfix(kept=len(rows) - rejected, rejected=rejected)
-    stats.update(reject_over_length(rows, cfg, paths))
-    _verify(rows, c, stats, paths, cfg.teacher)
-    _pass_rates(rows)
-    extra: dict = {}
-    _assign(rows, c, _problem_reasons(rows, cfg, paths, extra))
-    phases = _phases(rows, c)
-    kept_ids = {(r["problem_id"], r["sample_idx"]) for r in rows if r["reject_reason"] is None}
-    fun = funnel(
-        len(rows),
-        [r["reject_reason"] for r in rows],
-        {k: len(v) for k, v in phases.items()},
-        {
-            "problems": {
-                "input": len({r["problem_id"] for r in rows}),
-                "kept": len({p for p, _ in kept_ids}),
-            },
-            "verdicts": {str(k).lower(): sum(r["verdict"] is k for r in rows) for k in (True, False, None)},
-            "verdict_sources": count_values(r["verdict_source"] for r in rows),
-            **{k: v for k, v in stats.items() if not k.endswith("_s")},
-            **extra,
-        },
-    )
-    timings = {"verify_s": stats["verify_s"], "total_s": time.perf_counter() - t_start}
-    m = _write(out_dir, rows, phases, fun, inputs, key, cfg, timings)
-    files = {n: o["path"] for n, o in m.outputs.items() if n in phases or n in ("rejected", "funnel")}
-    log_stage_outputs(cfg, paths, m, "dataset", files)
+    sweep_other_keys(out_dir, key)
+    files = {f"{n}/{p.name}": p for n, o in outputs.items() if o.get("format") for p in dataset_files(o)}
+    log_stage_outputs(cfg, paths, m, "dataset", files | {"funnel.json": out_dir / "funnel.json"})
     summary_table("curate funnel", summary_rows(fun) | timings)
     return m

@@ -11,11 +11,12 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from distill.core.config import ModelRef
-from distill.core.io import atomic_write_json, write_rows
+from distill.core.io import atomic_write_json
 from distill.core.manifest import (
     Manifest,
     checked_output,
@@ -28,6 +29,8 @@ from distill.core.manifest import (
 from distill.core.paths import Paths
 from distill.core.problems import data_source, load_problems, source_fingerprint
 from distill.core.report import progress
+from distill.core.schemas import EVAL_SAMPLE
+from distill.core.shards import ShardWriter, dataset_record
 from distill.engines.sampler import Sampler, SamplerConfig
 from distill.eval.metrics import problem_scores, summarize
 
@@ -83,50 +86,65 @@ def resolve_models(cfg: DictConfig, paths: Paths) -> dict[str, DictConfig]:
     return out
 
 
-def _score(rows: list[dict], e: DictConfig) -> dict:
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_problem[r["problem_id"]].append(r)
-    k = e.sampling.n
-    groups: dict[str, list] = defaultdict(list)
-    for rs in by_problem.values():
-        score = problem_scores([r["verdict"] for r in rs], [r["pred"] for r in rs], k)
-        groups["all"].append((score, rs))
-        groups[str(rs[0]["meta"].get(e.category_field, "all"))].append((score, rs))
-    result = {}
-    for cat, items in sorted(groups.items()):
-        rs = [r for _, group in items for r in group]
-        result[cat] = summarize(
-            [s for s, _ in items],
-            [r["completion_tokens"] for r in rs],
-            [r["finish_reason"] == "length" for r in rs],
-            [r["prompt_tokens"] for r in rs],
-        )
-    return result
+class _Scores:
+    """Per-category scores of one model, added a chunk of problems at a time (no sample text is kept)."""
+
+    def __init__(self, e: DictConfig):
+        self.e = e
+        self.groups: dict[str, list] = defaultdict(list)  # category -> [(score, tokens, truncated, prompt)]
+
+    def add(self, rows: list[dict]) -> None:
+        by_problem: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            by_problem[r["problem_id"]].append(r)
+        for rs in by_problem.values():
+            score = problem_scores([r["verdict"] for r in rs], [r["pred"] for r in rs], self.e.sampling.n)
+            item = (
+                score,
+                [(r["completion_tokens"], r["finish_reason"] == "length", r["prompt_tokens"]) for r in rs],
+            )
+            self.groups["all"].append(item)
+            self.groups[str(rs[0]["meta"].get(self.e.category_field, "all"))].append(item)
+
+    def result(self) -> dict:
+        out = {}
+        for cat, items in sorted(self.groups.items()):
+            per = [t for _, ts in items for t in ts]
+            out[cat] = summarize(
+                [s for s, _ in items], [t[0] for t in per], [t[1] for t in per], [t[2] for t in per]
+            )
+        return out
 
 
 def _sample_and_verify(
-    model: DictConfig, problems: list[dict], e: DictConfig, paths: Paths
-) -> tuple[list[dict], dict]:
+    model: DictConfig, problems: list[dict], e: DictConfig, paths: Paths, out: Path
+) -> tuple[dict, dict, dict]:
+    """Samples, verdicts and scores a chunk of problems at a time, each chunk's rows written to the model's
+    shard and dropped: (shard record, scores by category, sampler stats)."""
     from distill.curate.answers import extract_answer
     from distill.curate.verify import Verifier
 
     sampler = Sampler(e.engine, model, paths, e.prompt_template, e.system_prompt, e.sampling)
-    rows: list[dict] = []
+    scores = _Scores(e)
     try:
-        with progress(len(problems), f"eval {model.name}", enabled=e.progress) as bar:
+        with (
+            ShardWriter(out, EVAL_SAMPLE) as w,
+            progress(len(problems), f"eval {model.name}", enabled=e.progress) as bar,
+        ):
             for i in range(0, len(problems), e.chunk_problems):
                 chunk = problems[i : i + e.chunk_problems]
-                rows += sampler.run_chunk(chunk)
+                rows = sampler.run_chunk(chunk)
+                for r in rows:
+                    r["pred"] = extract_answer(r["completion"], e.answer_methods, require_think=True).answer
+                pairs = [(r["answer"], r["pred"]) for r in rows]
+                for r, v in zip(rows, Verifier(e.num_workers, strict=e.strict).verdicts(pairs), strict=True):
+                    r["verdict"] = v
+                scores.add(rows)
+                w.write(rows)
                 bar.update(len(chunk))
     finally:
         sampler.close()
-    for r in rows:
-        r["pred"] = extract_answer(r["completion"], e.answer_methods, require_think=True).answer
-    verdicts = Verifier(e.num_workers, strict=e.strict).verdicts([(r["answer"], r["pred"]) for r in rows])
-    for r, v in zip(rows, verdicts, strict=True):
-        r["verdict"] = v
-    return rows, dict(sampler.stats)
+    return w.record, scores.result(), dict(sampler.stats)
 
 
 def _model_key(
@@ -150,12 +168,13 @@ def _eval_model(
     if m := up_to_date(mdir, key, cfg.force, f"eval {name}"):
         return m
     t0 = time.perf_counter()
-    rows, stats = _sample_and_verify(model, problems, e, paths)
-    write_rows(mdir / "samples.jsonl", rows)
+    rec, scores, stats = _sample_and_verify(
+        model, problems, e, paths, mdir / "samples" / "part-00000.parquet"
+    )
     m = Manifest(
         stage=f"{STAGE}/{name}", key=key, config=keyed, inputs=[src_fp, fp],
-        outputs={"samples": {"path": str(mdir / "samples.jsonl"), "rows": len(rows)}},
-        metrics=_score(rows, e), timings={"total_s": time.perf_counter() - t0, **stats},
+        outputs={"samples": dataset_record(mdir / "samples", [rec])},
+        metrics=scores, timings={"total_s": time.perf_counter() - t0, **stats},
     )  # fmt: skip
     m.write(mdir)
     return m

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from distill.core.io import read_rows
 from distill.core.manifest import MANIFEST, Manifest
 from distill.core.paths import Paths
+from distill.core.shards import iter_dataset
 from distill.export.router import (
     Price,
     paired_gaps,
@@ -39,7 +39,7 @@ def eval_problems(paths: Paths, name: str, category_field: str) -> dict[str, dic
     mpath = paths.stage_dir("eval") / name / MANIFEST
     if not mpath.exists():
         raise FileNotFoundError(f"{mpath}: export needs eval's per-problem results for {name!r}; rerun eval")
-    return per_problem(read_rows(Manifest.read(mpath).output_path("samples")), category_field)
+    return per_problem(iter_dataset(Manifest.read(mpath).outputs["samples"]), category_field)
 
 
 def curate_pass_rates(paths: Paths) -> list[tuple[str, float]]:
@@ -49,15 +49,15 @@ def curate_pass_rates(paths: Paths) -> list[tuple[str, float]]:
         return []
     m = Manifest.read(cpath)
     rates: dict[str, float] = {}
-    for out in m.outputs.values():
-        if Path(out["path"]).suffix == ".jsonl":
-            for r in read_rows(out["path"]):
+    for name, out in m.outputs.items():
+        if name != "rejected" and (out.get("format") or Path(out["path"]).suffix == ".jsonl"):
+            for r in iter_dataset(out, columns=["problem_id", "pass_rate"]):
                 if r.get("pass_rate") is not None:
                     rates.setdefault(r["problem_id"], float(r["pass_rate"]))
     texts: dict[str, str] = {}
     for inp in m.inputs:
         if inp.get("name") == "samples" and Path(inp["path"]).exists():
-            for r in read_rows(inp["path"]):
+            for r in iter_dataset(inp, columns=["problem_id", "prompt", "problem"]):
                 texts.setdefault(r["problem_id"], r.get("prompt") or r["problem"])
     return [(texts[p], rate) for p, rate in sorted(rates.items()) if p in texts]
 

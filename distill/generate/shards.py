@@ -9,15 +9,11 @@ Slurm array task runs (`python -m distill.cluster.job run --shard N`): one code 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from distill.core.io import atomic_write_text
 from distill.core.paths import Paths
-from distill.core.secrets import scrub_config
+from distill.core.workers import run_workers
 
 
 def _gpu_groups(workers: int, tp: int) -> list[str | None]:
@@ -36,31 +32,8 @@ def _gpu_groups(workers: int, tp: int) -> list[str | None]:
 
 
 def run_local_shards(cfg: DictConfig, paths: Paths, shards: list[int], workers: int) -> None:
-    out = paths.stage_dir("generate")
-    cfg_file = out / "worker_config.yaml"
     worker_cfg = cfg.copy()
     worker_cfg.force = False  # the driver already cleared what force=true discards
-    atomic_write_text(cfg_file, OmegaConf.to_yaml(scrub_config(worker_cfg, str(cfg_file))))
     groups = _gpu_groups(workers, cfg.stage.engine.tensor_parallel_size)
-    pending, running, failed = list(shards), {}, []
-    while pending or running:
-        for slot in [s for s in range(workers) if s not in running]:
-            if not pending:
-                break
-            shard = pending.pop(0)
-            env = dict(os.environ)
-            if groups[slot] is not None:
-                env["CUDA_VISIBLE_DEVICES"] = groups[slot]
-            log = open(out / f"worker-shard-{shard:05d}.log", "wb")  # noqa: SIM115 (closed below)
-            cmd = [sys.executable, "-m", "distill.cluster.job", "run", "--config", str(cfg_file),
-                   "--shard", str(shard), "--base", str(paths.base)]  # fmt: skip
-            running[slot] = (shard, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
-        time.sleep(0.2)
-        for slot, (shard, proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                del running[slot]
-                if proc.returncode != 0:
-                    failed.append(f"shard {shard} (exit {proc.returncode}, log {log.name})")
-    if failed:
-        raise RuntimeError("generate workers failed: " + "; ".join(failed))
+    env = lambda slot: {} if groups[slot] is None else {"CUDA_VISIBLE_DEVICES": groups[slot]}  # noqa: E731
+    run_workers(worker_cfg, paths, paths.stage_dir("generate"), shards, workers, env)

@@ -3,13 +3,15 @@
 Work is split into shards (round-robin over problems). Each shard appends finished problems to its own
 log in flushed chunks; a restart drops a torn last line and any problem with fewer than n samples, then
 generates only what is missing. Samples are seeded per problem, so a resumed or sharded run writes the
-same rows as an uninterrupted one. The final `samples.jsonl` is the merge of all shards in problem order.
-Local shard workers (`workers > 1`) are separate processes, started by `distill.generate.shards`.
+same rows as an uninterrupted one. A finished shard becomes one Parquet file, rows in problem order
+(`distill.generate.shard_log`, which never holds a trace in memory), and its log is deleted: the shards,
+listed in the stage's manifest, are the dataset (no merged copy). Local shard workers (`workers > 1`) are separate processes, started by `distill.generate.shards`.
 
 A shard is worked on only under its lock (`<run>/generate/.lock.<shard>`: an array task holds its own, the
-whole-stage driver takes each in turn), and a finished shard is checked before the merge: rows written
-twice (two writers before locks existed) are dropped from its log, missing ones are generated again,
-so no log state makes every rerun fail. A shard with no problems (more shards than problems) is empty.
+whole-stage driver takes each in turn). Rows written twice (a crash between a chunk's append and its
+bookkeeping, two writers before locks existed) are dropped when the shard is written, missing ones are
+generated again, and a finished shard that no longer matches its manifest is made again, so no state
+on disk makes every rerun fail. A shard with no problems (more shards than problems) is empty.
 """
 
 from __future__ import annotations
@@ -17,22 +19,31 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.core.io import AppendLog, read_rows, write_rows
+from distill.core.io import AppendLog
 from distill.core.lock import RunLock, lock_path
-from distill.core.manifest import Manifest, finished, model_fingerprint, stage_key, up_to_date
+from distill.core.manifest import (
+    Manifest,
+    finished,
+    model_fingerprint,
+    output_mismatches,
+    stage_key,
+    up_to_date,
+)
 from distill.core.paths import Paths
 from distill.core.problems import data_source, load_problems, shard_of, source_fingerprint
 from distill.core.report import progress, summary_table
 from distill.core.schemas import SAMPLE, RowError
+from distill.core.shards import dataset_files, dataset_record, iter_dataset
 from distill.core.tracking import log_stage_outputs
 from distill.engines.sampler import ChunkFailed, Sampler, SamplerConfig
+from distill.generate import shard_log
 from distill.generate.passes import PassConfig, pass_samplings, samples_per_problem
 from distill.generate.shards import run_local_shards
 
@@ -93,18 +104,13 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     return stage_key(keyed, [i["key"] for i in inputs], NOT_IN_KEY, neutral=NEUTRAL), inputs
 
 
-def _complete_rows(log_: AppendLog, pids: set[str], n: int) -> tuple[list[dict], set[str]]:
-    """Rows of problems that have exactly samples 0..n-1; the rest is dropped and regenerated."""
-    rows = log_.rows()
-    by_pid: dict[str, dict[int, dict]] = defaultdict(dict)
-    for r in rows:
-        if r["problem_id"] in pids:
-            by_pid[r["problem_id"]].setdefault(r["sample_idx"], r)
-    done = {pid for pid, s in by_pid.items() if sorted(s) == list(range(n))}
-    kept = [by_pid[pid][i] for pid in done for i in range(n)]
-    if len(kept) != len(rows):
-        log_.rewrite(kept)
-    return kept, done
+def _complete_rows(log_: AppendLog, pids: list[str], n: int) -> set[str]:
+    """Problems that have exactly samples 0..n-1 in the log; the rest is dropped and regenerated. Only
+    ids and byte ranges are read (distill.generate.shard_log), never a trace."""
+    index, seen = shard_log.scan(log_.path)
+    done = shard_log.complete(index, pids, n)
+    shard_log.keep_only(log_.path, index, seen, done, n)
+    return done
 
 
 def shard_name(shard: int, num_shards: int) -> str:
@@ -115,13 +121,18 @@ def _run_shard(
     gen: Sampler, g: DictConfig, problems: list[dict], shard: int, parts: Path, key: str
 ) -> Manifest:
     name = shard_name(shard, g.num_shards)
+    log_path = parts / f"{name}.jsonl"
     if m := finished(parts, key, f"{name}.manifest.json"):
+        log_path.unlink(
+            missing_ok=True
+        )  # killed after the manifest, before the log went: the shard is the data
         return m
     mine = shard_of(problems, shard, g.num_shards)
-    log_ = AppendLog(parts / f"{name}.jsonl", SAMPLE)
+    pids = [p["problem_id"] for p in mine]
+    log_ = AppendLog(log_path, SAMPLE)
     log_.path.touch()  # an empty shard (more shards than problems) has an empty log, not none
     n = samples_per_problem(g)
-    kept, done = _complete_rows(log_, {p["problem_id"] for p in mine}, n)
+    done = _complete_rows(log_, pids, n)
     todo = [p for p in mine if p["problem_id"] not in done]
     before = gen.endpoint_counts()
     with progress(len(mine), f"generate {name}", initial=len(done), enabled=g.progress) as bar:
@@ -134,19 +145,30 @@ def _run_shard(
             f"generate {name}: {len(failed)} of {len(mine)} problems failed; first: {first[0]}: {first[1]}. "
             f"The problems that finished are kept in {log_.path}: rerun to generate only the missing ones"
         )
+    got = shard_log.finalize(log_.path, parts / f"{name}.parquet", pids, n)
+    if got is None:
+        raise RuntimeError(
+            f"{log_.path}: rows went missing while {name} was written; rerun to regenerate them"
+        )
+    rec, dropped = got
+    if dropped:
+        log.warning("%s: dropped %d duplicated or foreign rows", log_.path, dropped)
+        print(f"[distill] generate {name}: repaired its log ({dropped} duplicated rows dropped)")
     out = Manifest(
         stage=STAGE,
         key=key,
         config={"shard": shard, "num_shards": g.num_shards},
-        outputs={"samples": {"path": str(log_.path), "rows": len(mine) * n}},
+        outputs={"samples": {"path": str(parts / rec["file"]), "rows": rec["rows"], "sha256": rec["sha256"]}},
         metrics={
             "problems": len(mine),
             "resumed_problems": len(done),
             "dropped_torn_bytes": log_.dropped_bytes,
+            "repaired_duplicate_rows": dropped,
             **_counts_delta(gen.endpoint_counts(), before),
         },
     )
     out.write(parts, f"{name}.manifest.json")
+    log_.path.unlink()  # the Parquet shard is the data: the disk holds it once
     return out
 
 
@@ -202,69 +224,43 @@ def _clear(parts: Path, shard: int | None, num_shards: int) -> None:
         shutil.rmtree(parts, ignore_errors=True)
         return
     name = shard_name(shard, num_shards)
-    for f in (parts / f"{name}.jsonl", parts / f"{name}.manifest.json"):
+    for f in (parts / f"{name}.jsonl", parts / f"{name}.parquet", parts / f"{name}.manifest.json"):
         f.unlink(missing_ok=True)
-
-
-def _repair_shard(parts: Path, name: str, mine: list[dict], n: int) -> bool:
-    """A finished shard's log checked against its problems: duplicated rows (and rows of problems not in
-    the shard) are dropped in place and its manifest re-hashed; False when rows are missing, so that the
-    caller generates them again (the shard resumes: complete problems are kept)."""
-    path, want = parts / f"{name}.jsonl", {(p["problem_id"], i) for p in mine for i in range(n)}
-    if not path.exists():
-        return not want
-    rows = list(read_rows(path, SAMPLE))
-    kept: dict[tuple[str, int], dict] = {}
-    for r in rows:
-        if (k := (r["problem_id"], r["sample_idx"])) in want:
-            kept.setdefault(k, r)
-    if len(kept) != len(rows):
-        log.warning("%s: dropped %d duplicated or foreign rows", path, len(rows) - len(kept))
-        print(
-            f"[distill] generate {name}: repaired its log ({len(rows) - len(kept)} duplicated rows dropped)"
-        )
-        write_rows(path, list(kept.values()), SAMPLE)
-        mpath = parts / f"{name}.manifest.json"
-        if mpath.exists() and len(kept) == len(want):
-            m = Manifest.read(mpath)
-            m.outputs["samples"]["sha256"] = None  # taken again from the repaired log
-            m.metrics["repaired_duplicate_rows"] = len(rows) - len(kept)
-            m.write(parts, mpath.name)
-    return len(kept) == len(want)
 
 
 def _locked_shard(
     gen: Sampler, g: DictConfig, problems: list[dict], shard: int, out_dir: Path, key: str
 ) -> Manifest:
     """One shard under its lock (unless this process is the array task holding it already), temp files of
-    its killed writes swept first, its finished log repaired or completed before it is merged."""
+    its killed writes swept first; a finished shard whose file is not what its manifest says is made again."""
     parts, name = out_dir / "parts" / key, shard_name(shard, g.num_shards)
     held = g.shard is not None  # an array task / worker: distill.pipeline.run_locked took this lock
     with nullcontext() if held else RunLock(lock_path(out_dir, name), f"generate ({name})"):
         for f in parts.glob(f".{name}.*.tmp"):
             f.unlink(missing_ok=True)
         m = _run_shard(gen, g, problems, shard, parts, key)
-        if not _repair_shard(parts, name, shard_of(problems, shard, g.num_shards), samples_per_problem(g)):
+        if bad := output_mismatches(m.outputs["samples"]):
+            print(
+                f"[distill] generate {name}: its shard changed after it was written ({'; '.join(bad)}): redone"
+            )
             (parts / f"{name}.manifest.json").unlink(missing_ok=True)
             m = _run_shard(gen, g, problems, shard, parts, key)
     return m
 
 
-def _merge(problems: list[dict], parts: Path, num_shards: int, n: int, out_path: Path) -> list[dict]:
-    order = {p["problem_id"]: i for i, p in enumerate(problems)}
-    rows = []
-    for shard in range(num_shards):
-        path = parts / f"{shard_name(shard, num_shards)}.jsonl"
-        if path.exists() or shard_of(problems, shard, num_shards):
-            rows += read_rows(path, SAMPLE)
-    keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
-    if len(set(keys)) != len(keys) or len(keys) != len(problems) * n:
-        raise RowError(
-            f"{parts}: shards hold {len(keys)} rows ({len(set(keys))} distinct), expected {len(problems) * n}"
-        )
-    rows.sort(key=lambda r: (order[r["problem_id"]], r["sample_idx"]))
-    write_rows(out_path, rows, SAMPLE)
-    return rows
+def _dataset(problems: list[dict], parts: Path, shard_ms: list[Manifest], n: int) -> dict:
+    """The stage's output: the finished shards, in shard order (problem i is in shard i % num_shards)."""
+    shards = [
+        {
+            "file": Path(m.outputs["samples"]["path"]).name,
+            **{k: m.outputs["samples"][k] for k in ("rows", "sha256")},
+        }
+        for m in shard_ms
+    ]
+    rec = dataset_record(parts, shards) | {"problem_order": "round_robin"}
+    if rec["rows"] != len(problems) * n:
+        raise RowError(f"{parts}: shards hold {rec['rows']} rows, expected {len(problems) * n}")
+    return rec
 
 
 def _endpoint_metrics(shard_ms: list[Manifest]) -> dict:
@@ -277,19 +273,32 @@ def _endpoint_metrics(shard_ms: list[Manifest]) -> dict:
     return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in out.items()}
 
 
-def _metrics(rows: list[dict], stats: dict, shard_ms: list[Manifest]) -> dict:
+METRIC_COLUMNS = ["problem_id", "completion_tokens", "finish_reason", "reasoning", "response",
+                  "format_problem", "reasoning_format"]  # fmt: skip
+
+
+def _metrics(rec: dict, stats: dict, shard_ms: list[Manifest]) -> dict:
     gen_s = max(stats.get("generate_s", 0.0), 1e-9)
-    ctoks = [r["completion_tokens"] for r in rows]
-    return {
-        "rows": len(rows),
-        "problems": len({r["problem_id"] for r in rows}),
-        "mean_completion_tokens": sum(ctoks) / max(len(ctoks), 1),
-        "truncated_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+    rows = tokens = truncated = closed = 0
+    pids: set[str] = set()
+    problems: Counter = Counter()
+    formats: Counter = Counter()
+    for r in iter_dataset(rec, columns=METRIC_COLUMNS):  # streamed: the texts are never all in memory
+        rows, tokens = rows + 1, tokens + r["completion_tokens"]
+        truncated += r["finish_reason"] == "length"
         # closed reasoning: both a reasoning and an answer parsed in the teacher's format
-        "think_closed_rate": sum(r["reasoning"] is not None and r["response"] is not None for r in rows)
-        / max(len(rows), 1),
-        "format_problems": _counts(r.get("format_problem") for r in rows if r.get("format_problem")),
-        "reasoning_formats": _counts(r.get("reasoning_format") for r in rows),
+        closed += r["reasoning"] is not None and r["response"] is not None
+        pids.add(r["problem_id"])
+        problems.update([str(r["format_problem"])] if r.get("format_problem") else [])
+        formats[str(r.get("reasoning_format"))] += 1
+    return {
+        "rows": rows,
+        "problems": len(pids),
+        "mean_completion_tokens": tokens / max(rows, 1),
+        "truncated_rate": truncated / max(rows, 1),
+        "think_closed_rate": closed / max(rows, 1),
+        "format_problems": dict(problems),
+        "reasoning_formats": dict(formats),
         "samples_per_s": stats.get("samples", 0) / gen_s if stats.get("samples") else None,
         "tokens_per_s": stats.get("completion_tokens", 0) / gen_s if stats.get("samples") else None,
         "generated_samples_this_run": int(stats.get("samples", 0)),
@@ -332,14 +341,14 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         gen.close()
     if g.shard is not None:
         return shard_ms[0]
-    rows = _merge(problems, parts, g.num_shards, samples_per_problem(g), out_dir / "samples.jsonl")
+    rec = _dataset(problems, parts, shard_ms, samples_per_problem(g))
     m = Manifest(
         stage=STAGE,
         key=key,
         config=OmegaConf.to_container(cfg.stage, resolve=True),
         inputs=inputs,
-        outputs={"samples": {"path": str(out_dir / "samples.jsonl"), "rows": len(rows)}},
-        metrics=_metrics(rows, gen.stats, shard_ms),
+        outputs={"samples": rec},
+        metrics=_metrics(rec, gen.stats, shard_ms),
         timings={
             "engine_init_s": gen.stats.get("engine_init_s", 0.0),
             "generate_s": gen.stats.get("generate_s", 0.0),
@@ -347,6 +356,6 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         },
     )
     m.write(out_dir)
-    log_stage_outputs(cfg, paths, m, "dataset", {"samples.jsonl": out_dir / "samples.jsonl"})
+    log_stage_outputs(cfg, paths, m, "dataset", {p.name: p for p in dataset_files(rec)})
     summary_table("generate", m.metrics | m.timings)
     return m

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.core.io import atomic_write_text
 from distill.core.manifest import model_fingerprint
 from distill.core.paths import Paths
+from distill.core.shards import iter_dataset
 from distill.engines.base import model_location
 from distill.train.args import run_summary, shared_args
 
@@ -60,25 +61,24 @@ def resolve(override: dict[str, Any], where: str) -> dict[str, Any]:
     return spec
 
 
-def prompt_rows(train_pairs: str | Path) -> list[dict]:
+def prompt_rows(train_pairs: str | Path | dict) -> list[dict]:
     """One prompt per curated problem of the source: the pair's turns before the assistant's answer, which
-    are the problem through generate's prompt template (and system prompt) exactly as the teacher saw it."""
+    are the problem through generate's prompt template (and system prompt) exactly as the teacher saw it.
+    `train_pairs`: curate's output record (its shards, streamed) or one .jsonl file."""
+    rec = train_pairs if isinstance(train_pairs, dict) else {"path": str(train_pairs)}
+    where = rec["path"]
     seen: dict[str, list[dict]] = {}
-    with open(train_pairs, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            msgs = row["messages"]
-            if not msgs or msgs[-1]["role"] != "assistant" or len(msgs) < 2:
-                raise ValueError(f"{train_pairs}: row {i} does not end in an assistant turn after a prompt")
-            seen.setdefault(row["problem_id"], msgs[:-1])
+    for i, row in enumerate(iter_dataset(rec, columns=["messages", "problem_id"]), 1):
+        msgs = row["messages"]
+        if not msgs or msgs[-1]["role"] != "assistant" or len(msgs) < 2:
+            raise ValueError(f"{where}: row {i} does not end in an assistant turn after a prompt")
+        seen.setdefault(row["problem_id"], msgs[:-1])
     if not seen:
-        raise ValueError(f"{train_pairs}: no curated problems to sample prompts from")
+        raise ValueError(f"{where}: no curated problems to sample prompts from")
     return [{"prompt": p, "problem_id": pid} for pid, p in seen.items()]
 
 
-def write_prompts(train_pairs: str | Path, out: Path) -> int:
+def write_prompts(train_pairs: str | Path | dict, out: Path) -> int:
     rows = prompt_rows(train_pairs)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return len(rows)

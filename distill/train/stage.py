@@ -35,6 +35,7 @@ from distill.core.manifest import (
 from distill.core.paths import Paths
 from distill.core.report import summary_table
 from distill.core.secrets import scrub
+from distill.core.shards import dataset_files
 from distill.engines.base import model_location
 from distill.train import on_policy
 from distill.train.ranks import launch_phase as _launch
@@ -110,6 +111,7 @@ class TrainConfig:
     save_steps: int = 50
     save_total_limit: int = 2
     progress: bool = True
+    dataset_num_proc: int | None = None  # processes for TRL's tokenising/packing maps (datasets.map)
     # W&B settings are the shared root `wandb` section (distill.core.config.WandbConfig): one run per phase.
 
 
@@ -122,6 +124,7 @@ NOT_IN_KEY = {
     "save_total_limit",
     "main_process_port",
     "threads_per_rank",
+    "dataset_num_proc",
     "phases",  # each phase is keyed on its own name and its predecessor's key
     "per_phase",  # folded into each phase's hparams
 }
@@ -222,8 +225,8 @@ def worker_plan(
         "init_revision": init_revision,
         "tokenizer": tokenizer,
         "chat_template": chat_template,
-        "train_file": str(train_file),
-        "val_file": str(val_file) if val_file else None,
+        "train_file": _files(train_file),
+        "val_file": _files(val_file) if val_file else None,
         "output_dir": str(output_dir),
         "world_size": world_size,
         "strategy": strategy,
@@ -234,6 +237,10 @@ def worker_plan(
         "hparams": dict(hparams),
         "wandb": wandb or {"enabled": False, "name": phase},
     }
+
+
+def _files(f: str | Path | list) -> str | list[str]:
+    return [str(x) for x in f] if isinstance(f, list | tuple) else str(f)
 
 
 def phase_plan(
@@ -256,8 +263,9 @@ def phase_plan(
         init_revision=s.revision if first else None,
         tokenizer=model_location(s.tokenizer, paths) if first and s.tokenizer else None,
         chat_template=s.chat_template if first else None,
-        train_file=io[0]["path"],
-        val_file=io[1]["path"] if io[1] else None,
+        train_file=[str(f) for f in dataset_files(io[0])],
+        val_file=[str(f) for f in dataset_files(io[1])] if io[1] else None,
+        dataset_num_proc=g.dataset_num_proc,
         output_dir=out,
         world_size=g.num_processes,
         strategy=g.strategy,
@@ -287,7 +295,10 @@ def run_phase(
     io = curate_inputs(paths, spec["source"])
     phase_inputs = [*inputs, io[0], *([io[1]] if io[1] else [])]
     if spec["kind"] == "on_policy":
-        io = ({**io[0], "path": str(out / "prompts.jsonl")}, None)  # no held-out pairs: nothing to score
+        prompts = {k: v for k, v in io[0].items() if k not in ("format", "shards")} | {
+            "path": str(out / "prompts.jsonl")
+        }
+        io = (prompts, None)  # no held-out pairs: nothing to score
         phase_inputs = [*inputs, phase_inputs[len(inputs)], on_policy.teacher_fingerprint(cfg, paths)]
     if prev is not None:
         phase_inputs.append(
@@ -303,7 +314,7 @@ def run_phase(
     plan["lineage"] = phase_inputs  # the W&B model artifact's inputs (distill.core.tracking.log_artifact)
     out.mkdir(parents=True, exist_ok=True)
     if spec["kind"] == "on_policy":
-        on_policy.write_prompts(phase_inputs[len(inputs)]["path"], out / "prompts.jsonl")
+        on_policy.write_prompts(phase_inputs[len(inputs)], out / "prompts.jsonl")
     atomic_write_json(out / "plan.json", scrub(plan))  # ranks read this file: no secret goes in it
     t0 = time.perf_counter()
     result = _launch(cfg, plan, out)

@@ -73,18 +73,27 @@ def sft_config(plan: dict) -> Any:
         eos_token=plan["eos_token"],
         shuffle_dataset=True,
         use_liger_kernel=h["use_liger_kernel"] and not cpu,
-        dataset_num_proc=None,
+        dataset_num_proc=plan.get("dataset_num_proc"),
     )
 
 
-def load_rows(path: str | None) -> Any:
-    """A TRAIN_PAIR jsonl as a `datasets.Dataset` of conversations (lineage columns dropped)."""
-    if not path:
+def load_rows(files: str | list[str] | None, cache_dir: str | None = None) -> Any:
+    """A phase's TRAIN_PAIR shards (or one .jsonl) as a `datasets.Dataset` of conversations, lineage
+    columns dropped. The Arrow data is memory-mapped from `cache_dir` (under the phase's key): no rank holds
+    the rows in memory, and TRL's tokenising and packing maps are cached beside it."""
+    if not files:
         return None
     from datasets import load_dataset
 
-    ds = load_dataset("json", data_files=path, split="train")
+    files = [files] if isinstance(files, str) else list(files)
+    kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
+    ds = load_dataset(kind, data_files=files, split="train", cache_dir=cache_dir)
     return ds.select_columns(["messages"])
+
+
+def data_cache(plan: dict) -> str:
+    """Where a phase's Arrow data and TRL's map caches live: its own directory, which a new key resets."""
+    return str(Path(plan["output_dir"]) / "data_cache")
 
 
 def build_trainer(plan: dict) -> Any:
@@ -120,8 +129,8 @@ def build_trainer(plan: dict) -> Any:
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=load_rows(plan["train_file"]),
-        eval_dataset=load_rows(plan.get("val_file")),
+        train_dataset=load_rows(plan["train_file"], data_cache(plan)),
+        eval_dataset=load_rows(plan.get("val_file"), data_cache(plan)),
         processing_class=tok,
     )
     if plan["use_cpu"]:
@@ -136,7 +145,7 @@ def check_lengths(tok: Any, plan: dict, max_length: int) -> None:
     for name in ("train_file", "val_file"):
         if not plan.get(name):
             continue
-        for i, row in enumerate(load_rows(plan[name])):
+        for i, row in enumerate(load_rows(plan[name], data_cache(plan))):
             n = len(tok.apply_chat_template(row["messages"], return_dict=True)["input_ids"])
             if n > max_length:
                 raise ValueError(
