@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, distill_cmd, run_distill
+from conftest import REPO, distill_cmd, output_bytes, run_distill
 from distill.core.config import ProblemSource
 from distill.core.io import atomic_write_text, read_rows, sweep_temp_files, write_rows
 from distill.core.lock import RunLock, RunLocked
@@ -22,6 +23,7 @@ from distill.core.manifest import InputMismatch, upstream
 from distill.core.paths import Paths
 from distill.core.problems import load_problems
 from distill.core.schemas import RowError
+from distill.core.shards import read_shard
 
 GEN = [
     "stage=generate",
@@ -59,7 +61,13 @@ def test_lock_names_the_live_holder_and_takes_over_a_dead_one(tmp_path, capsys):
 
 
 def _lines(parts: Path) -> int:
-    return sum(f.read_bytes().count(b"\n") for f in parts.glob("*/shard-*.jsonl"))
+    n = 0
+    for f in parts.glob("*/shard-*.jsonl"):
+        try:
+            n += f.read_bytes().count(b"\n")
+        except FileNotFoundError:  # a finished shard's log is deleted once its Parquet file is written
+            pass
+    return n
 
 
 def test_twin_driver_fails_at_once_then_kill_resume_and_duplicates_are_repaired(tmp_path, capsys):
@@ -86,19 +94,26 @@ def test_twin_driver_fails_at_once_then_kill_resume_and_duplicates_are_repaired(
             proc.kill()
     m = run_distill(args)["generate"]
     assert f"taking over the lock of pid {proc.pid}" in capsys.readouterr().err
-    samples = (gen / "samples.jsonl").read_bytes()
+    samples = output_bytes(gen, "samples")
     assert m.metrics["rows"] == 48 and 0 < m.metrics["generated_samples_this_run"] < 48
-    # A shard log holding every row twice (two drivers before locks existed) is repaired, not refused.
-    log = next(gen.glob("parts/*/shard-*.jsonl"))
-    log.write_bytes(log.read_bytes() * 2)
-    (gen / "manifest.json").unlink()
+    # A shard log holding every row twice (a crash between a chunk's append and its bookkeeping, or two
+    # drivers before locks existed) is repaired when the shard is written, not refused.
+    shard = next(gen.glob("parts/*/shard-*.parquet"))
+    rows = [json.dumps(r) + "\n" for r in read_shard(shard)]
+    shard.with_suffix(".jsonl").write_text("".join(rows * 2))
+    for f in (shard, shard.with_suffix(".manifest.json"), gen / "manifest.json"):
+        f.unlink()
     m = run_distill(args)["generate"]
-    assert (gen / "samples.jsonl").read_bytes() == samples
+    assert output_bytes(gen, "samples") == samples
     assert "48 duplicated rows dropped" in capsys.readouterr().out
     assert m.metrics["generated_samples_this_run"] == 0  # repaired from the log, nothing regenerated
-    # A truncated samples file is caught by the next stage, naming both row counts.
-    (gen / "samples.jsonl").write_bytes(b"".join(samples.splitlines(keepends=True)[:40]))
-    with pytest.raises(InputMismatch, match=r"rows: manifest 48, file 40; sha256: manifest"):
+    assert not shard.with_suffix(".jsonl").exists()  # the shard is the data: the log is gone
+    # A truncated shard is caught by the next stage, naming both row counts.
+    table = pq.read_table(shard)
+    pq.write_table(table.slice(0, 40), shard)
+    with pytest.raises(
+        InputMismatch, match=r"rows: manifest 48, file 40; shard-00000-of-00001.parquet: sha256 manifest"
+    ):
         run_distill(["stage=curate", f"run.root={tmp_path}", "stage.progress=false"])
 
 
@@ -106,9 +121,7 @@ def test_more_shards_than_problems_and_killed_writes_are_swept(tmp_path):
     args = [*GEN, "data.train.limit=3", "stage.num_shards=4", "stage.sampling.n=1", f"run.root={tmp_path}"]
     m = run_distill(args)["generate"]
     gen = tmp_path / "toy" / "generate"
-    assert (
-        m.metrics["rows"] == 3 and (next(gen.glob("parts/*/shard-00003-of-00004.jsonl"))).read_bytes() == b""
-    )
+    assert m.metrics["rows"] == 3 and [s["rows"] for s in m.outputs["samples"]["shards"]] == [1, 1, 1, 0]
     stray = gen / ".samples.jsonl.k1ll3d00.tmp"
     stray.write_bytes(b"x" * 1000)
     (gen / "manifest.json").unlink()

@@ -85,6 +85,9 @@ def output_mismatches(rec: dict[str, Any]) -> list[str]:
             if not (path / f).is_file():
                 out.append(f"{f}: missing (manifest sha256 {want[f][:12]})")
             elif (digest := sha256_file(path / f)) != want[f]:
+                rows = {s["file"]: s["rows"] for s in rec.get("shards", [])}.get(f)
+                if rows is not None and (have := count_rows(path / f)) != rows:
+                    out.append(f"{f}: rows: manifest {rows}, file {have}")
                 out.append(f"{f}: sha256 manifest {want[f][:12]}, file {digest[:12]}")
         return out
     got = sha256_file(path) if path.is_file() else None

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.core.io import _temp_for, plain_mode, read_rows, sha256_file
+from distill.core.io import _temp_for, check_file, plain_mode, read_rows, sha256_file
 from distill.core.schemas import SCHEMAS, RowError, Schema
 
 ROW_GROUP_ROWS = 64  # ~1 MB of reasoning traces: a reader's memory per open shard
@@ -204,6 +204,17 @@ def iter_dataset(rec: dict, schema: Schema | None = None, columns: list[str] | N
             if schema is not None and columns is None:
                 schema.check(row, f"{path}:row {where}")
             yield row
+
+
+def read_any(path: str | Path, schema: Schema | None = None) -> Iterator[dict]:
+    """Rows of a .jsonl or .parquet file, a distill shard decoded (its dicts and text slices restored)."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        yield from read_rows(path, schema)
+        return
+    check_file(path)
+    for i, row in enumerate(read_shard(path), start=1):
+        yield schema.check(row, f"{path}:row {i}") if schema else row
 
 
 def iter_problem_order(rec: dict, columns: list[str] | None = None) -> Iterator[dict]:

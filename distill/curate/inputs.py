@@ -17,7 +17,7 @@ from distill.core.io import check_file, read_rows
 from distill.core.manifest import MANIFEST, checked_output, file_input, upstream
 from distill.core.paths import Paths
 from distill.core.schemas import SAMPLE, RowError
-from distill.core.shards import dataset_files, read_shard
+from distill.core.shards import dataset_files, read_any, read_shard
 from distill.curate.external import ExternalConfig, flatten
 from distill.engines.chat import DEFAULT_PROMPT, join_reasoning, split_completion
 
@@ -102,12 +102,12 @@ def iter_external(
     """External rows mapped onto the sample schema, streamed, with where each came from. `sample_idx` is
     0.. within each problem in file order where the file has none (a counter per problem, no rows kept)."""
     if not columns:
-        for i, r in enumerate(read_rows(path, SAMPLE), start=1):
+        for i, r in enumerate(read_any(path, SAMPLE), start=1):
             yield r, _where(path, i)
         return
     ext = ext or ExternalConfig()
     counter: dict[str, int] = defaultdict(int)
-    for i, raw in enumerate(read_rows(path), start=1):
+    for i, raw in enumerate(read_any(path), start=1):
         for flat, w, meta in flatten(raw, columns, ext, _where(path, i)):  # distill.curate.external
             row = map_row(flat, columns, w, prompt_template)
             if "meta" not in columns:

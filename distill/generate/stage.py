@@ -104,13 +104,13 @@ def _key(cfg: DictConfig, paths: Paths) -> tuple[str, list[dict]]:
     return stage_key(keyed, [i["key"] for i in inputs], NOT_IN_KEY, neutral=NEUTRAL), inputs
 
 
-def _complete_rows(log_: AppendLog, pids: list[str], n: int) -> set[str]:
-    """Problems that have exactly samples 0..n-1 in the log; the rest is dropped and regenerated. Only
-    ids and byte ranges are read (distill.generate.shard_log), never a trace."""
+def _complete_rows(log_: AppendLog, pids: list[str], n: int) -> tuple[set[str], int]:
+    """Problems that have exactly samples 0..n-1 in the log (the rest is dropped and regenerated), and how
+    many rows were duplicates. Only ids and byte ranges are read (distill.generate.shard_log), never a trace."""
     index, seen = shard_log.scan(log_.path)
     done = shard_log.complete(index, pids, n)
     shard_log.keep_only(log_.path, index, seen, done, n)
-    return done
+    return done, seen - len(index)
 
 
 def shard_name(shard: int, num_shards: int) -> str:
@@ -132,7 +132,7 @@ def _run_shard(
     log_ = AppendLog(log_path, SAMPLE)
     log_.path.touch()  # an empty shard (more shards than problems) has an empty log, not none
     n = samples_per_problem(g)
-    done = _complete_rows(log_, pids, n)
+    done, duplicated = _complete_rows(log_, pids, n)
     todo = [p for p in mine if p["problem_id"] not in done]
     before = gen.endpoint_counts()
     with progress(len(mine), f"generate {name}", initial=len(done), enabled=g.progress) as bar:
@@ -151,6 +151,7 @@ def _run_shard(
             f"{log_.path}: rows went missing while {name} was written; rerun to regenerate them"
         )
     rec, dropped = got
+    dropped += duplicated
     if dropped:
         log.warning("%s: dropped %d duplicated or foreign rows", log_.path, dropped)
         print(f"[distill] generate {name}: repaired its log ({dropped} duplicated rows dropped)")
