@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, distill_cmd, free_port
+from conftest import REPO, distill_cmd, free_port, output_rows
 
 pytestmark = pytest.mark.slow
 STAGES = ["generate", "curate", "train", "eval", "export"]
@@ -156,7 +156,7 @@ def test_serve_sh_under_concurrent_seeded_load(toy_run, served):
 
     run, (url, _, proc, log) = toy_run[0], served
     spec = json.loads((run / "export" / "serve.json").read_text())
-    rows = [json.loads(line) for line in (run / "eval" / "phase2" / "samples.jsonl").read_text().splitlines()]
+    rows = output_rows(run / "eval" / "phase2", "samples")
     probs = list({r["problem_id"]: r for r in rows}.values())
     sampling = json.loads((run / "eval" / "metrics.json").read_text())["sampling"]
     client = OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=300)
@@ -210,10 +210,7 @@ def test_litellm_router_from_the_export_reaches_the_bundle(toy_run, served, monk
             m["litellm_params"]["api_base"] = url
     router = litellm.Router(model_list=cfg["model_list"], **cfg["router_settings"])
     qr = QueryRouter.load(out / "query_router.json")
-    rows = [
-        json.loads(line)
-        for line in (out.parent / "eval" / "phase2" / "samples.jsonl").read_text().splitlines()
-    ]
+    rows = output_rows(out.parent / "eval" / "phase2", "samples")
     prompts = list({r["problem_id"]: r["prompt"] for r in rows}.values())
     tiers = [qr.route_messages([{"role": "user", "content": t}]) for t in prompts]
     assert set(tiers) == {"commodity", "frontier"}  # it routes per query, both ways
@@ -236,8 +233,8 @@ def test_curated_toy_world_has_two_nonempty_phases(toy_run):
     assert rows.get("phase1", 0) > 0 and rows.get("phase2", 0) > 0, rows
     gen_rows = json.loads((run / "generate" / "manifest.json").read_text())["outputs"]["samples"]["rows"]
     kept = len({(r["problem_id"], r["sample_idx"]) for p in ("phase1", "phase2")
-                for r in map(json.loads, (run / "curate" / f"{p}.jsonl").read_text().splitlines())})  # fmt: skip
-    rejected = len((run / "curate" / "rejected.jsonl").read_text().splitlines())
+                for r in output_rows(run / "curate", p)})  # fmt: skip
+    rejected = len(output_rows(run / "curate", "rejected"))
     assert kept + rejected == gen_rows  # every generated sample ends up kept or rejected, once
 
 
@@ -286,12 +283,13 @@ def test_verify_walks_the_whole_chain_and_catches_an_edit_in_every_kind_of_outpu
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.splitlines()[1].startswith("export ") and "<- problems" in ok.stdout
-    kinds = ["generate/samples.jsonl", "curate/phase2.jsonl", "train/phase2/final/model.safetensors",
-             "train/phase1/train_log.json", "eval/metrics.json", "eval/teacher/samples.jsonl",
+    kinds = ["generate/parts/*/shard-00000-*.parquet", "curate/parts/*/phase2/unit-00000.parquet",
+             "curate/parts/*/rejected/unit-00000.parquet", "train/phase2/final/model.safetensors",
+             "train/phase1/train_log.json", "eval/metrics.json", "eval/teacher/samples/part-00000.parquet",
              "export/model/chat_template.jinja", "export/model/config.json", "export/model/tokenizer.json",
              "export/serve.json", "export/router.yaml", "export/serve.sh", "export/model/README.md"]  # fmt: skip
     for rel in kinds:
-        f = copy / rel
+        f = next(copy.glob(rel))
         before = f.read_bytes()
         f.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
         report, _ = verify(copy)

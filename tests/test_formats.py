@@ -12,8 +12,7 @@ import pytest
 import trl
 from omegaconf import OmegaConf
 
-from conftest import TOY, run_distill, stage_config
-from distill.core.io import read_rows
+from conftest import TOY, output_rows, run_distill, stage_config
 from distill.core.schemas import SAMPLE
 from distill.curate.phases import PhaseRule, matches
 from distill.engines import formats
@@ -201,7 +200,7 @@ def test_passes_one_sample_set_and_effort_on_the_wire(tmp_path):
         )  # fmt: skip
     finally:
         srv.shutdown()
-    rows = list(read_rows(tmp_path / "openai-teacher/generate/samples.jsonl", SAMPLE))
+    rows = output_rows(tmp_path / "openai-teacher/generate", "samples", SAMPLE)
     assert [(r["sample_idx"], r["sampling"]["reasoning_effort"]) for r in rows[:3]] == [
         (0, "medium"), (1, "medium"), (2, "high")
     ]  # fmt: skip

@@ -94,7 +94,13 @@ def test_planted_secrets_reach_no_file_and_no_key(run, capsys):
 def test_every_output_has_its_sha256(run):
     for label in ("generate", "curate"):
         man = json.loads((run / label / "manifest.json").read_text())
-        assert man["outputs"] and all(isinstance(o["sha256"], str) for o in man["outputs"].values()), label
+        # a file's digest, or a sharded dataset's per-shard digests (one for every shard it lists)
+        for o in man["outputs"].values():
+            want = {s["file"] for s in o.get("shards", [])}
+            assert isinstance(o["sha256"], str) or (
+                isinstance(o["sha256"], dict) and set(o["sha256"]) == want
+            ), label
+        assert man["outputs"], label
 
 
 def _verify_cli(run_dir: Path) -> subprocess.CompletedProcess:
@@ -111,16 +117,16 @@ def test_verify_passes_then_catches_a_one_byte_edit_in_each_output_of_a_copy(run
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "curate" in ok.stdout and "  generate" in ok.stdout and "<- problems" in ok.stdout
     for rel in (
-        "generate/samples.jsonl",
-        "curate/phase1.jsonl",
-        "curate/rejected.jsonl",
+        "generate/parts/*/shard-*.parquet",
+        "curate/parts/*/phase1/unit-*.parquet",
+        "curate/parts/*/rejected/unit-*.parquet",
         "curate/funnel.json",
     ):
-        f = copy / rel
+        f = next(copy.glob(rel))
         before = f.read_bytes()
         f.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
         report, _ = verify(copy)
-        assert any(rel.split("/")[1] in p for ps in report.problems.values() for p in ps), (
+        assert any(f.name in p for ps in report.problems.values() for p in ps), (
             rel,
             report.problems,
         )

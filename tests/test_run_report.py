@@ -41,7 +41,7 @@ def _samples(model: str, acc: dict[str, float]) -> list[dict]:
 
 def build_run(run: Path) -> dict[str, Manifest]:
     from distill.curate.funnel import funnel, plot_funnel
-    from distill.eval.stage import _score
+    from distill.eval.stage import score_rows
     from distill.export.router import Price, policy_costs, routing_table
 
     ms = {}
@@ -83,7 +83,7 @@ def build_run(run: Path) -> dict[str, Manifest]:
         d = run / "eval" / name
         rows = _samples(name, acc)
         write_rows(d / "samples.jsonl", rows)
-        results[name] = _score(rows, e)
+        results[name] = score_rows(rows, e)
         mm = _m(d, stage=f"eval/{name}", key=f"evalkey{name:0>9}", config={},
                 outputs={"samples": {"path": str(d / "samples.jsonl"), "rows": len(rows)}}, metrics=results[name])  # fmt: skip
         inputs.append({"name": name, "path": str(d / "manifest.json"), "sha256": None, "key": mm.key})

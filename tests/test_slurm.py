@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_distill
+from conftest import REPO, output_bytes, output_rows, run_distill
+from distill.core.shards import read_shard
 
 pytestmark = pytest.mark.slurm
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
@@ -96,14 +97,6 @@ def wait_jobs(ids: list[str], logs: Path, timeout: float = 600) -> None:
     assert all(s <= DONE for s in states.values()), f"jobs {states}\n{tails}"
 
 
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def same(a: Path, b: Path, rel: str) -> bool:
-    return (a / rel).read_bytes() == (b / rel).read_bytes()
-
-
 def key(run: Path, stage: str) -> str:
     return json.loads((run / stage / "manifest.json").read_text())["key"]
 
@@ -114,6 +107,7 @@ def toy(slurm, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
     t0 = time.monotonic()
     slurm_args = [f"run.root={root / 'slurm'}", *GENERATE, "+stages.generate.num_shards=2", *REST]
+    slurm_args += ["stages.curate.num_shards=2"]  # curate's sample pass as a 2-task array too (one unit each)
     slurm_args += ["cluster=slurm", "cluster.stages.train.nodes=2"]
     ids = run_distill(slurm_args)
     # The same config run here (generate + curate only: train/eval/export on 2 CPU "nodes" vs one machine
@@ -130,16 +124,21 @@ def toy(slurm, tmp_path_factory):
 def test_pipeline_on_slurm_completes_and_matches_local_run(toy):
     run, local, _, ids = toy
     assert list(ids) == ["generate", "curate", "train", "eval", "export"] and len(ids["generate"]) == 2
+    assert len(ids["curate"]) == 2  # an array, then its merge
     for stage in ids:
         assert json.loads((run / stage / "manifest.json").read_text())["stage"] == stage
     for stage in ("generate", "curate"):  # same config, same inputs: same keys
         assert key(run, stage) == key(local, stage)
-    assert same(run, local, "generate/samples.jsonl")
+    assert output_bytes(run / "generate", "samples") == output_bytes(local / "generate", "samples")
     outputs = json.loads((local / "curate" / "manifest.json").read_text())["outputs"]
     names = [n for n, o in outputs.items() if o.get("rows") is not None]
     assert "phase1" in names and "rejected" in names
-    for name in names:
-        assert same(run, local, f"curate/{name}.jsonl"), name
+    logs = run / "slurm" / "logs"
+    for task in (0, 1):  # each array task curated its own unit; the single local process did both
+        assert f"curate shard {task}: job" in (logs / f"curate-{ids['curate'][0]}_{task}.out").read_text()
+    for name in names:  # row for row, and byte for byte
+        assert output_rows(run / "curate", name) == output_rows(local / "curate", name), name
+        assert output_bytes(run / "curate", name) == output_bytes(local / "curate", name), name
     assert (run / "export" / "model" / "model.safetensors").exists()
     evals = json.loads((run / "eval" / "metrics.json").read_text())["models"]
     assert set(evals) == {"teacher", "phase1"}
@@ -153,11 +152,12 @@ def test_two_shard_array_merges_to_one_shard_rows(toy):
     logs = run / "slurm" / "logs"
     for shard in (0, 1):
         assert f"generate shard {shard}: job" in (logs / f"generate-{array_id}_{shard}.out").read_text()
-    parts = sorted((run / "generate" / "parts").glob("*/shard-*.jsonl"))
+    parts = sorted((run / "generate" / "parts").glob("*/shard-*.parquet"))
     assert [p.name.split(".")[0] for p in parts] == ["shard-00000-of-00002", "shard-00001-of-00002"]
-    assert all(len(rows(p)) == 16 for p in parts)
-    assert same(run, one, "generate/samples.jsonl")
-    keys = [(r["problem_id"], r["sample_idx"]) for r in rows(run / "generate" / "samples.jsonl")]
+    assert all(len(list(read_shard(p))) == 16 for p in parts)
+    assert not list((run / "generate").rglob("*.jsonl"))  # the shards are the data: no log, no merged copy
+    assert output_rows(run / "generate", "samples") == output_rows(one / "generate", "samples")
+    keys = [(r["problem_id"], r["sample_idx"]) for r in output_rows(run / "generate", "samples")]
     assert len(keys) == len(set(keys)) == 32
 
 
@@ -177,7 +177,13 @@ def test_two_node_zero2_training_world_size_2(toy):
 
 
 def _lines(run: Path) -> int:
-    return sum(p.read_bytes().count(b"\n") for p in (run / "generate" / "parts").glob("*/shard-*.jsonl"))
+    n = 0
+    for p in (run / "generate" / "parts").glob("*/shard-*.jsonl"):
+        try:
+            n += p.read_bytes().count(b"\n")
+        except FileNotFoundError:  # a finished shard's log is deleted once its Parquet file is written
+            pass
+    return n
 
 
 def test_requeue_of_running_generate_keeps_every_row_once(slurm, toy, tmp_path):
@@ -195,9 +201,9 @@ def test_requeue_of_running_generate_keeps_every_row_once(slurm, toy, tmp_path):
     assert 4 <= before < 32, before  # requeued mid-way
     m = json.loads((run / "generate" / "manifest.json").read_text())
     assert m["metrics"]["rows"] == 32 and m["metrics"]["generated_samples_this_run"] < 32  # it resumed
-    keys = [(r["problem_id"], r["sample_idx"]) for r in rows(run / "generate" / "samples.jsonl")]
+    keys = [(r["problem_id"], r["sample_idx"]) for r in output_rows(run / "generate", "samples")]
     assert len(keys) == len(set(keys)) == 32
-    assert same(run, one, "generate/samples.jsonl")
+    assert output_bytes(run / "generate", "samples") == output_bytes(one / "generate", "samples")
 
 
 DIE = """import os, sys, time

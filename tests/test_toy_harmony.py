@@ -11,8 +11,7 @@ import json
 
 import pytest
 
-from conftest import TOY, run_distill
-from distill.core.io import read_rows
+from conftest import TOY, output_rows, run_distill
 from distill.core.schemas import SAMPLE
 from distill.engines.formats import channel_markers
 
@@ -23,7 +22,7 @@ def test_toy_harmony_generate_and_curate(tmp_path):
     assert (TOY / "harmony_teacher" / "model.safetensors").exists(), "run scripts/build_toy_world.py"
     common = [f"run.root={tmp_path}", "experiment=toy_harmony", "data.train.limit=12"]
     gen = run_distill(["stage=generate", *common])["generate"]
-    rows = list(read_rows(tmp_path / "toy-harmony/generate/samples.jsonl", SAMPLE))
+    rows = output_rows(tmp_path / "toy-harmony/generate", "samples", SAMPLE)
     assert len(rows) == 12 * 4 and {r["reasoning_format"] for r in rows} == {"harmony"}
     assert all("<|channel|>" in r["raw_completion"] for r in rows)  # the raw text, markers kept, for audit
     clean = [r for r in rows if r["format_problem"] is None]
@@ -43,10 +42,10 @@ def test_toy_harmony_generate_and_curate(tmp_path):
     cur = run_distill(["stage=curate", *common, "stage.progress=false", "stage.verify.num_workers=0"])[
         "curate"
     ]
-    pairs = list(read_rows(tmp_path / "toy-harmony/curate/phase1.jsonl"))
+    pairs = output_rows(tmp_path / "toy-harmony/curate", "phase1")
     assert pairs and len(pairs) == cur.metrics["kept"]
     assert not any(channel_markers(p["messages"][1]["content"]) for p in pairs)
-    high = list(read_rows(tmp_path / "toy-harmony/curate/phase2.jsonl"))
+    high = output_rows(tmp_path / "toy-harmony/curate", "phase2")
     assert high and all("check" in p["messages"][1]["content"] for p in high)
     summary = {
         "samples": len(rows),

@@ -86,7 +86,7 @@ def output_mismatches(rec: dict[str, Any]) -> list[str]:
                 out.append(f"{f}: missing (manifest sha256 {want[f][:12]})")
             elif (digest := sha256_file(path / f)) != want[f]:
                 rows = {s["file"]: s["rows"] for s in rec.get("shards", [])}.get(f)
-                if rows is not None and (have := count_rows(path / f)) != rows:
+                if rows is not None and (have := _rows_or_why(path / f)) != rows:
                     out.append(f"{f}: rows: manifest {rows}, file {have}")
                 out.append(f"{f}: sha256 manifest {want[f][:12]}, file {digest[:12]}")
         return out
@@ -101,6 +101,13 @@ def output_mismatches(rec: dict[str, Any]) -> list[str]:
     if isinstance(want, str):
         out.append(f"sha256: manifest {want[:12]}, file {got[:12] if got else '(not a file)'}")
     return out
+
+
+def _rows_or_why(path: Path) -> int | str:
+    try:
+        return count_rows(path)
+    except Exception as e:  # noqa: BLE001 (a damaged file is reported, whatever the reader says)
+        return f"unreadable ({type(e).__name__})"
 
 
 @dataclass

@@ -25,6 +25,7 @@ from distill.core.io import atomic_write_text
 from distill.core.manifest import MANIFEST, Manifest
 from distill.core.paths import Paths
 from distill.core.plots import stage_pictures
+from distill.core.secrets import scrub_override
 
 log = logging.getLogger(__name__)
 Block = tuple  # ("h2", text) ("p", text) ("table", header, rows) ("img", path, alt) ("code", text) ("details", summary, text)
@@ -54,7 +55,8 @@ def ran_section(ms: dict[str, Manifest | None], overrides: list[str] | None) -> 
         ("table", ["stage", "status", "key", "finished", "code (git)", "seconds"], rows),
     ]
     if overrides is not None:
-        out.append(("p", "Command line: `python -m distill " + " ".join(overrides) + "`"))
+        shown = " ".join(scrub_override(o) for o in overrides)  # no key or credential in the report
+        out.append(("p", f"Command line: `python -m distill {shown}`"))
     last = next((m for m in reversed(ms.values()) if m is not None), None)
     if last is not None:
         out.append(("p", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(last.versions.items()))))
@@ -129,11 +131,16 @@ def export_section(m: Manifest | None, pictures: list[Path] = ()) -> list[Block]
     return out
 
 
+def _digest(sha: str | dict | None) -> str:
+    """A file's digest, shortened; a sharded dataset's count of per-shard digests."""
+    return f"{len(sha)} shards" if isinstance(sha, dict) else (sha or "-")[:16]
+
+
 def lineage_section(ms: dict[str, Manifest | None]) -> list[Block]:
     rows = []
     for s, m in ms.items():
         for i in m.inputs if m else []:
-            rows.append([s, m.key, i.get("name", "-"), i.get("key", "-"), (i.get("sha256") or "-")[:16]])
+            rows.append([s, m.key, i.get("name", "-"), i.get("key", "-"), _digest(i.get("sha256"))])
     return [("h2", "Lineage"), ("table", ["stage", "stage key", "input", "input key", "sha256"], rows)]
 
 

@@ -87,3 +87,13 @@ def scrub_config(cfg: Any, label: str = "") -> Any:
             flush=True,
         )
     return OmegaConf.create(clean)
+
+
+def scrub_override(override: str) -> str:
+    """One command-line override (`key=value`) as it may be shown: a secret key's value, or a credential
+    in the value, replaced by `***` (the run report prints the command line)."""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return override
+    leaf = key.lstrip("+~").rsplit(".", 1)[-1]
+    return f"{key}={REDACTED}" if secret_key(leaf) else f"{key}={scrub_value(value)}"

@@ -116,6 +116,13 @@ class _Scores:
         return out
 
 
+def score_rows(rows: list[dict], e: DictConfig) -> dict:
+    """Per-category scores of scored eval rows (verdict, pred, token counts, meta): what eval reports."""
+    scores = _Scores(e)
+    scores.add(rows)
+    return scores.result()
+
+
 def _sample_and_verify(
     model: DictConfig, problems: list[dict], e: DictConfig, paths: Paths, out: Path
 ) -> tuple[dict, dict, dict]:
