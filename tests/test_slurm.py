@@ -107,7 +107,9 @@ def toy(slurm, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
     t0 = time.monotonic()
     slurm_args = [f"run.root={root / 'slurm'}", *GENERATE, "+stages.generate.num_shards=2", *REST]
-    slurm_args += ["stages.curate.num_shards=2"]  # curate's sample pass as a 2-task array too (one unit each)
+    slurm_args += [
+        "+stages.curate.num_shards=2"
+    ]  # curate's sample pass as a 2-task array too (one unit each)
     slurm_args += ["cluster=slurm", "cluster.stages.train.nodes=2"]
     ids = run_distill(slurm_args)
     # The same config run here (generate + curate only: train/eval/export on 2 CPU "nodes" vs one machine

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +20,7 @@ from distill.core.config import ProblemSource
 from distill.core.io import atomic_write_json
 from distill.core.paths import Paths
 from distill.core.problems import data_source
+from distill.core.report import progress
 from distill.curate.dedup import dedup_problems
 from distill.curate.inputs import Units
 
@@ -47,10 +49,12 @@ def eval_sources(cfg: DictConfig) -> dict[str, ProblemSource]:
     return out
 
 
-def problem_order(units: Units) -> tuple[list[tuple[str, str]], list[bool]]:
+def problem_order(units: Units, bar: Any = None) -> tuple[list[tuple[str, str]], list[bool]]:
     """Distinct (problem id, text) in problem order, and per unit whether its problems are contiguous."""
     per_unit, contiguous = [], []
     for u in range(len(units)):
+        if bar is not None:
+            bar.update(1)
         seen: dict[str, str] = {}
         last, ok = None, True
         for pid, text in units.problems(u):
@@ -94,9 +98,12 @@ def run_problem_pass(units: Units, cfg: DictConfig, paths: Paths, path: Path) ->
 
     if path.exists():
         return json.loads(path.read_text())
-    problems, contiguous = problem_order(units)
-    extra: dict = {}
-    reasons = problem_reasons(problems, cfg, paths, extra)
+    with progress(len(units), "curate: problems", enabled=cfg.stage.progress, unit="shard") as bar:
+        problems, contiguous = problem_order(units, bar)
+        bar.set_postfix(problems=len(problems))
+        extra: dict = {}
+        reasons = problem_reasons(problems, cfg, paths, extra)
+        bar.set_postfix(problems=len(problems), dropped=len(reasons))
     result = {"reasons": reasons, "contiguous": contiguous, "extra": extra, "problems": len(problems)}
     atomic_write_json(path, result)
     return result

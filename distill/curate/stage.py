@@ -195,7 +195,7 @@ def _sample_pass(units: Units, cfg: DictConfig, paths: Paths, pp: dict, parts, k
     total = units.record.get("rows") if not c.input else None
     ctx = PassContext(cfg, paths)
     try:
-        with progress(total, "curate", enabled=c.progress, unit="sample") as bar:
+        with progress(total, "curate: samples", enabled=c.progress, unit="sample") as bar:
             for u in todo:
                 run_unit(units, u, cfg, paths, ctx, pp, parts, key, bar)
     finally:
