@@ -1,7 +1,8 @@
 """Speed-ups of math-verify that cannot change a verdict (verifier processes only).
 
-Each one either caches a pure function, or decides a comparison that math-verify would decide the same
-way, by reasoning that follows math-verify's own code (`math_verify.grader.sympy_expr_eq`, v0.9). The
+Each one either caches a pure function, replays the LaTeX parser's own decisions for input of the same
+token types, or decides a comparison that math-verify would decide the same way, by reasoning that
+follows math-verify's own code (`math_verify.grader.sympy_expr_eq`, v0.9). The
 patches are global, so they run in the verifier's worker processes (and a forking parent that warms them),
 never at import. `tests/test_verify.py` checks each against plain math-verify on large generated sets.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 MEMO_MAX = 200_000  # entries per memo (per process)
 MEMO_MAX_BYTES = 256 << 20  # estimated bytes per memo (per process): long answers cost more than short ones
+REPLAY_STATS = {"recorded": 0, "replayed": 0}  # parser decisions (this process), for tests and profiles
 
 
 class Memo:
@@ -80,6 +82,7 @@ def memoise_latex_parser() -> None:
         raise hit[1]
 
     parse_latex_memo._distill_memo = True  # type: ignore[attr-defined]
+    parse_latex_memo._distill_store = memo  # type: ignore[attr-defined]
     parser.parse_latex_cached = parse_latex_memo
 
 
@@ -111,13 +114,70 @@ def memoise_number_literals() -> None:
     _Latex2Sympy.parse_number = parse_number
 
 
+class SyntaxFails(Exception):  # noqa: N818 (what the grammar's error listener raises: a plain Exception)
+    """A LaTeX string whose token types failed to parse before (math-verify catches any Exception)."""
+
+
+_FAILS = ("fails",)
+
+
+class _Mismatch(Exception):
+    """A replayed parse asked for a decision the recording does not have (never seen; a guard)."""
+
+
+def _token_key(parser) -> str | None:  # noqa: ANN001 (PSParser)
+    """The token types (and channels) the parser will read: all its decisions depend on, or None."""
+    stream = parser.getTokenStream()
+    try:
+        stream.fill()
+    except Exception:  # noqa: BLE001 (a lexer error: the plain parse path raises it as before)
+        return None
+    return " ".join(f"{t.type}.{t.channel}" for t in stream.tokens)
+
+
+def _record(parser, into: list) -> None:  # noqa: ANN001
+    interp = parser._interp
+    predict = interp.adaptivePredict
+
+    def adaptive_predict(input, decision, outer):  # noqa: A002, ANN001, ANN202
+        alt = predict(input, decision, outer)
+        into.append((decision, alt))
+        return alt
+
+    interp.adaptivePredict = adaptive_predict
+
+
+def _replay(parser, alts: tuple) -> None:  # noqa: ANN001
+    it = iter(alts)
+
+    def adaptive_predict(input, decision, outer):  # noqa: A002, ANN001, ANN202
+        d, alt = next(it, (None, None))
+        if d != decision:
+            raise _Mismatch
+        return alt
+
+    parser._interp.adaptivePredict = adaptive_predict
+    # The recorded parse succeeded, so each of its `sync` calls found the next token expected and did
+    # nothing (any recovery reports an error, and the grammar's listener raises on every error).
+    parser._errHandler.sync = lambda recognizer: None
+    parser._distill_left = it
+
+
 def two_stage_latex_parser() -> None:
-    """ANTLR's two-stage parse, SLL first and full LL only where SLL fails.
+    """ANTLR's two-stage parse (SLL first, full LL where SLL fails), and its decisions replayed by token types.
 
     ANTLR guarantees that an SLL parse either returns the same tree as LL or reports a syntax error; the
     LaTeX grammar's error listener raises on any error, so an SLL failure is retried with a fresh LL
-    parser and the outcome is LL's in every case. It skips full-context prediction, which was two thirds
-    of the parse time here: 2.6x faster on 1,147 distinct answers, identical sympy results on all of them.
+    parser and the outcome is LL's in every case (2.6x faster on 1,147 distinct answers).
+
+    Replay: the parser's path is a function of the token *types* alone. Its only predicates are
+    precedence predicates (`precpred`, parser state), token text is read only when the tree is converted,
+    and `adaptivePredict` leaves the input where it found it. So a successful parse's sequence of
+    `adaptivePredict` answers, recorded under the key of its token types, is the sequence any input with
+    the same key gets: `x^4 + 38` replays `x^{3} + 17`'s decisions. That skips prediction, which ANTLR
+    caches for SLL but recomputes from scratch for every full-LL decision (`x^2`, `(x^5+43)`: 4-30 ms a
+    parse, each time). A failed or timed-out parse records nothing; a replay that asks for a decision the
+    recording lacks (a guard: never seen) is parsed again from scratch.
     """
     from antlr4.atn.PredictionMode import PredictionMode
     from latex2sympy2_extended import latex2sympy2 as l2s
@@ -127,25 +187,110 @@ def two_stage_latex_parser() -> None:
     if getattr(cls.create_parser, "_distill_two_stage", False):
         return
     create_ll = cls.create_parser
+    memo = Memo()
+
+    def two_stage(self, latex_str: str, parser, key: str | None):  # noqa: ANN001, ANN202
+        rec: list = []
+        _record(parser, rec)
+        parser._interp.predictionMode = PredictionMode.SLL
+        try:
+            tree = parser.math_ll()
+        except TimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 (a syntax error under SLL: LL decides)
+            rec = []
+            ll = create_ll(self, latex_str)
+            _record(ll, rec)
+            try:
+                tree = ll.math()
+            except TimeoutException:
+                raise
+            except Exception as e:  # a syntax error under LL: every input with these token types has it
+                if key is not None and type(e) is Exception:  # the grammar listener's (not a RecursionError)
+                    memo.put(key, _FAILS)
+                raise
+        if key is not None:
+            memo.put(key, tuple(rec))
+            REPLAY_STATS["recorded"] += 1
+        return tree
 
     def create_parser(self, latex_str: str):  # noqa: ANN202 (PSParser)
         parser = create_ll(self, latex_str)
-        math_ll = parser.math
+        parser.math_ll = parser.math
 
         def math():  # noqa: ANN202
-            parser._interp.predictionMode = PredictionMode.SLL
+            key = _token_key(parser)
+            if key is None:
+                return two_stage(self, latex_str, create_ll_with_math(self, latex_str), None)
+            if (alts := memo.get(key)) is None:
+                return two_stage(self, latex_str, parser, key)
+            if alts is _FAILS:
+                raise SyntaxFails(f"the token types of {latex_str!r} do not parse (replayed)")
+            _replay(parser, alts)
             try:
-                return math_ll()
+                tree = parser.math_ll()
+                if next(parser._distill_left, None) is None:
+                    REPLAY_STATS["replayed"] += 1
+                    return tree
             except TimeoutException:
                 raise
-            except Exception:  # noqa: BLE001 (a syntax error under SLL: LL decides)
-                return create_ll(self, latex_str).math()
+            except Exception:  # noqa: BLE001 (_Mismatch, or anything unforeseen: parse from scratch)
+                pass
+            return two_stage(self, latex_str, create_ll_with_math(self, latex_str), None)
 
         parser.math = math
         return parser
 
+    def create_ll_with_math(self, latex_str: str):  # noqa: ANN001, ANN202
+        p = create_ll(self, latex_str)
+        p.math_ll = p.math
+        return p
+
     create_parser._distill_two_stage = True  # type: ignore[attr-defined]
+    create_parser._distill_replay = memo  # type: ignore[attr-defined]
     cls.create_parser = create_parser
+
+
+def replay_memo() -> Memo:
+    """This process's recorded parser decisions (token-type key -> decisions), installing the patch."""
+    from latex2sympy2_extended import latex2sympy2 as l2s
+
+    two_stage_latex_parser()
+    return l2s._Latex2Sympy.create_parser._distill_replay
+
+
+# ------------------------------------------------------------------------------ comparison memo
+
+
+def _srepr_complete_types() -> tuple:
+    import sympy as sp
+    from sympy.core.numbers import ImaginaryUnit
+    from sympy.core.relational import Relational
+    from sympy.logic.boolalg import BooleanAtom
+
+    return (sp.Number, sp.NumberSymbol, ImaginaryUnit, sp.Add, sp.Mul, sp.Pow, sp.FiniteSet, sp.Interval,
+            BooleanAtom, sp.Tuple, Relational, sp.UnevaluatedExpr, sp.factorial, sp.exp, sp.log, sp.sin, sp.cos,
+            sp.tan, sp.Abs)  # fmt: skip
+
+
+def srepr_key(expr) -> str | None:  # noqa: ANN001 (sympy Basic)
+    """`srepr(expr)` when it determines the expression completely, else None (then nothing is memoised).
+
+    For these node types an expression is its class and its `args` in order, and `srepr` prints exactly
+    that (Symbols with their assumptions, Floats with their precision). Left out: And/Or (math-verify reads
+    their `_unsorted_args`, which `srepr` prints sorted), Dummy and Wild symbols, matrices, undefined
+    functions and anything else not listed.
+    """
+    import sympy as sp
+
+    ok = _srepr_complete_types()
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Symbol):
+            if type(node) is not sp.Symbol:
+                return None
+        elif not isinstance(node, ok):
+            return None
+    return sp.srepr(expr)
 
 
 # ------------------------------------------------------------------------------ numeric disproof
