@@ -70,9 +70,10 @@ class PhaseOverride:
 class TrainConfig:
     name: str = "train"
     phases: list[str] = field(default_factory=lambda: ["phase1", "phase2"])
-    # Overrides per phase. Entries are declared in conf/stage/train.yaml (phase1, phase2): the composed config
-    # is in struct mode, so `stage.per_phase.phase2.lr=...` works and a new phase name needs a new entry there.
-    per_phase: dict[str, PhaseOverride] = field(default_factory=dict)
+    # Overrides per phase, by phase name: `stage.per_phase.phase2.lr=...`, and a new name from the command line
+    # too (`stage.per_phase.op2.kind=on_policy`). Typed entry by entry as PhaseOverride by the driver
+    # (distill.pipeline._type_entries): OmegaConf cannot add a key to a typed dict from a dotted override.
+    per_phase: dict[str, Any] = field(default_factory=dict, metadata={"entries": PhaseOverride})
     # launch
     strategy: str = "ddp"  # ddp | zero1 | zero2 | zero3 (conf/deepspeed/<name>.json)
     num_processes: int = 2
