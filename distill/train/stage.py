@@ -39,6 +39,7 @@ from distill.engines.base import model_location
 from distill.train import on_policy
 from distill.train.ranks import launch_phase as _launch
 from distill.train.ranks import reset_if_stale
+from distill.train.teacher_server import TeacherServer
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -49,7 +50,7 @@ class PhaseOverride:
     """Per-phase values that replace the stage-wide ones (None: keep the stage value), and the phase's kind:
     `sft` (the default) trains on the pairs of curate output `source` (None: the phase's name); `on_policy`
     samples from the student on its problems, scored by the run's teacher (distill.train.on_policy, whose
-    OnPolicySpec gives the defaults of beta ... teacher_dtype)."""
+    OnPolicySpec gives the defaults of beta ... teacher_server)."""
 
     kind: str = "sft"
     source: str | None = None
@@ -58,6 +59,7 @@ class PhaseOverride:
     max_new_tokens: int | None = None
     use_vllm: bool | None = None
     teacher_dtype: str | None = None
+    teacher_server: TeacherServer | None = None  # a vLLM server scores instead of a local teacher
     epochs: float | None = None
     lr: float | None = None
     max_length: int | None = None
@@ -295,7 +297,7 @@ def run_phase(
             {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
         )
     keyed = {"stage": g, "student": cfg.student, "phase": phase, "hparams": phase_hparams(g, phase)}
-    keyed |= {"spec": spec} if spec["kind"] != "sft" else {}  # SFT keys as before phases had kinds
+    keyed |= {"spec": on_policy.keyed_spec(spec)} if spec["kind"] != "sft" else {}  # SFT: as before kinds
     key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
     if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
