@@ -69,11 +69,16 @@ def register_configs() -> None:
         cs.store(group="schema/stage", name=name, node=_schema_node(stage_module(name).Config))
 
 
-def _entry_fields(schema: type) -> dict[str, type]:
-    """The schema's dicts of typed entries: `dict[str, Any]` fields with `metadata={"entries": T}`."""
+def _entry_metadata(schema: type) -> dict[str, dict]:
+    """The schema's dicts of typed entries: `dict[str, Any]` fields with `metadata={"entries": T}` (and
+    optionally `"named_in": <list field>`, where a command-line-only entry's name must appear)."""
     from dataclasses import fields
 
-    return {f.name: f.metadata["entries"] for f in fields(schema) if "entries" in f.metadata}
+    return {f.name: dict(f.metadata) for f in fields(schema) if "entries" in f.metadata}
+
+
+def _entry_fields(schema: type) -> dict[str, type]:
+    return {name: meta["entries"] for name, meta in _entry_metadata(schema).items()}
 
 
 def _schema_node(schema: type) -> DictConfig:
@@ -125,14 +130,32 @@ def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfi
     exp_vals = root.stages.get(name) if root.stages else None
     if exp_vals:
         node = OmegaConf.merge(node, exp_vals)
+    schema = stage_module(name).Config
+    declared = {f: set(node.get(f) or ()) for f in _entry_fields(schema)}  # YAML + experiment entries
     if stage_vals:
         dotlist = [o.lstrip("+").removeprefix("stage.") for o in stage_vals]
         node = OmegaConf.merge(node, OmegaConf.from_dotlist(dotlist))
-    _type_entries(node, stage_module(name).Config, name)
+    _type_entries(node, schema, name)
+    _no_stray_entries(node, schema, name, declared)
     with open_dict(root):
         root.stage = node
     OmegaConf.resolve(root)
     return root
+
+
+def _no_stray_entries(node: DictConfig, schema: type, where: str, declared: dict[str, set]) -> None:
+    """An entry that only the command line names, and that names nothing the stage uses (a phase not in
+    `phases`), is a typo (`stage.per_phase.phse2.lr=...`): the typed dict refused it, so refuse it here too."""
+    for name, meta in _entry_metadata(schema).items():
+        used = set(node.get(meta.get("named_in")) or ()) if meta.get("named_in") else None
+        stray = (
+            sorted(set(node.get(name) or ()) - declared[name] - (used or set())) if used is not None else []
+        )
+        if stray:
+            raise ValueError(
+                f"{where}.{name}.{stray[0]}: set on the command line, but {stray[0]!r} is not in "
+                f"{where}.{meta['named_in']}={sorted(used)}: a typo, or add it there"
+            )
 
 
 def _type_entries(node: DictConfig, schema: type, where: str) -> None:

@@ -101,6 +101,10 @@ def test_new_phase_name_from_the_command_line(prefix, tmp_path):
         ("stage.per_phase.op2.kidn=on_policy", r"train\.per_phase\.op2: Key 'kidn' not in 'PhaseOverride'"),
         ("stage.per_phase.phase2.lrr=1", r"train\.per_phase\.phase2: Key 'lrr'"),
         ("+stage.per_phase.op2.lr=fast", r"train\.per_phase\.op2: Value 'fast'.*Float"),
+        (
+            "stage.per_phase.phse2.lr=1",
+            r"train\.per_phase\.phse2: set on the command line, but 'phse2' is not",
+        ),
     ],
 )
 def test_per_phase_typos_still_fail(override, match):

@@ -73,9 +73,11 @@ class TrainConfig:
     name: str = "train"
     phases: list[str] = field(default_factory=lambda: ["phase1", "phase2"])
     # Overrides per phase, by phase name: `stage.per_phase.phase2.lr=...`, and a new name from the command line
-    # too (`stage.per_phase.op2.kind=on_policy`). Typed entry by entry as PhaseOverride by the driver
-    # (distill.pipeline._type_entries): OmegaConf cannot add a key to a typed dict from a dotted override.
-    per_phase: dict[str, Any] = field(default_factory=dict, metadata={"entries": PhaseOverride})
+    # too (`stage.per_phase.op2.kind=on_policy`; it must be in `phases`, else it is a typo). Typed entry by
+    # entry by the driver (distill.pipeline): OmegaConf cannot add a key to a typed dict from a dotted override.
+    per_phase: dict[str, Any] = field(
+        default_factory=dict, metadata={"entries": PhaseOverride, "named_in": "phases"}
+    )
     # launch
     strategy: str = "ddp"  # ddp | zero1 | zero2 | zero3 (conf/deepspeed/<name>.json)
     num_processes: int = 2
