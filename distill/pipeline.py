@@ -66,14 +66,39 @@ def register_configs() -> None:
     cs.store(name="distill_schema", node=RootConfig)
     cs.store(group="schema", name="cluster", node=ClusterConfig)
     for name in STAGES:
-        cs.store(group="schema/stage", name=name, node=stage_module(name).Config)
+        cs.store(group="schema/stage", name=name, node=_schema_node(stage_module(name).Config))
+
+
+def _entry_metadata(schema: type) -> dict[str, dict]:
+    """The schema's dicts of typed entries: `dict[str, Any]` fields with `metadata={"entries": T}` (and
+    optionally `"named_in": <list field>`, where a command-line-only entry's name must appear)."""
+    from dataclasses import fields
+
+    return {f.name: dict(f.metadata) for f in fields(schema) if "entries" in f.metadata}
+
+
+def _entry_fields(schema: type) -> dict[str, type]:
+    return {name: meta["entries"] for name, meta in _entry_metadata(schema).items()}
+
+
+def _schema_node(schema: type) -> DictConfig:
+    """A stage schema as Hydra composes it, its dicts of typed entries open (struct off): OmegaConf cannot add
+    a key to a typed dict from a dotted override (it assigns `{}` first, which a dataclass type refuses), so
+    such a dict is untyped in the schema and Hydra must let `stage.per_phase.<new>.kind=...` add the entry and
+    `stage.per_phase.phase2.lr=...` add a key to a YAML entry; `_type_entries` types every entry afterwards."""
+    node = OmegaConf.structured(schema)
+    for name in _entry_fields(schema):
+        OmegaConf.set_struct(node[name], False)
+    return node
 
 
 def load_resolved(path: str | Path) -> DictConfig:
     """A resolved config written by the driver, typed again (root and stage schemas), so that a process
     without Hydra (a Slurm job, a local generate worker) sees exactly what the driver's stage saw."""
     raw = OmegaConf.load(path)
-    stage = OmegaConf.merge(OmegaConf.structured(stage_module(raw.stage.name).Config), raw.pop("stage"))
+    schema = stage_module(raw.stage.name).Config
+    stage = OmegaConf.merge(OmegaConf.structured(schema), raw.pop("stage"))
+    _type_entries(stage, schema, stage.name)
     root = OmegaConf.merge(OmegaConf.structured(RootConfig), raw)
     root.stage = stage
     return root
@@ -105,19 +130,59 @@ def resolve_stage(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfi
     exp_vals = root.stages.get(name) if root.stages else None
     if exp_vals:
         node = OmegaConf.merge(node, exp_vals)
+    schema = stage_module(name).Config
+    declared = {f: set(node.get(f) or ()) for f in _entry_fields(schema)}  # YAML + experiment entries
     if stage_vals:
         dotlist = [o.lstrip("+").removeprefix("stage.") for o in stage_vals]
         node = OmegaConf.merge(node, OmegaConf.from_dotlist(dotlist))
+    _type_entries(node, schema, name)
+    _no_stray_entries(node, schema, name, declared)
     with open_dict(root):
         root.stage = node
     OmegaConf.resolve(root)
     return root
 
 
+def _no_stray_entries(node: DictConfig, schema: type, where: str, declared: dict[str, set]) -> None:
+    """An entry that only the command line names, and that names nothing the stage uses (a phase not in
+    `phases`), is a typo (`stage.per_phase.phse2.lr=...`): the typed dict refused it, so refuse it here too."""
+    for name, meta in _entry_metadata(schema).items():
+        used = set(node.get(meta.get("named_in")) or ()) if meta.get("named_in") else None
+        stray = (
+            sorted(set(node.get(name) or ()) - declared[name] - (used or set())) if used is not None else []
+        )
+        if stray:
+            raise ValueError(
+                f"{where}.{name}.{stray[0]}: set on the command line, but {stray[0]!r} is not in "
+                f"{where}.{meta['named_in']}={sorted(used)}: a typo, or add it there"
+            )
+
+
+def _type_entries(node: DictConfig, schema: type, where: str) -> None:
+    """Types each entry of the schema's dicts of typed entries (train's `per_phase`: PhaseOverride), which
+    the schema leaves untyped for Hydra (`_schema_node`): an unknown key or a wrong type still fails before
+    any stage runs, naming the entry, and every entry has all of the type's fields."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    for name, entry_type in _entry_fields(schema).items():
+        child = node.get(name)
+        if not child:
+            continue
+        typed = {}
+        for key in child:
+            try:
+                typed[key] = OmegaConf.merge(OmegaConf.structured(entry_type), child[key])
+            except (OmegaConfBaseException, ValueError) as e:  # a scalar entry: OmegaConf's ValueError
+                why, valid = str(e).splitlines()[0], ", ".join(entry_type.__dataclass_fields__)
+                raise ValueError(f"{where}.{name}.{key}: {why} (valid keys: {valid})") from None
+        node[name] = typed
+
+
 def _open_free_form(node: DictConfig) -> None:
     """Lets free-form `dict[str, Any]` fields (e.g. `engine.extra_body`) take keys from the experiment and
     the command line: struct mode, inherited from the root, would refuse every key of a field whose schema
-    says any key is fine. Typed sections and typed dicts (`per_phase`) stay closed, so typos still fail."""
+    says any key is fine. Typed sections and typed dicts stay closed, so typos still fail (a dict typed by
+    its entries' metadata, `per_phase`, is open here and typed entry by entry in `_type_entries`)."""
     from dataclasses import is_dataclass
     from typing import Any
 
@@ -125,8 +190,8 @@ def _open_free_form(node: DictConfig) -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             meta = child._metadata
-            # free-form: values of Any or a plain type (str names, int counts); a dict of typed sections
-            # (per_phase: PhaseOverride) stays closed
+            # free-form: values of Any or a plain type (str names, int counts); a dict of typed sections stays
+            # closed
             if meta.object_type is dict and (meta.element_type is Any or not is_dataclass(meta.element_type)):
                 OmegaConf.set_struct(child, False)
             _open_free_form(child)

@@ -72,6 +72,46 @@ def test_wrong_type_names_the_key():
         resolve_stage(compose_root(overrides), "generate", overrides)
 
 
+@pytest.mark.parametrize("prefix", ["stage.", "+stage.", "+stages.train."])
+def test_new_phase_name_from_the_command_line(prefix, tmp_path):
+    """A phase that no YAML names is set like any other (`stage.per_phase.phase2.lr` still works beside it),
+    typed as the schema's PhaseOverride, read by the driver as an on_policy phase, and typed again when a
+    Slurm job reads the resolved file back."""
+    from distill.pipeline import load_resolved
+    from distill.train.on_policy import phase_spec
+    from distill.train.stage import PhaseOverride, phase_hparams
+
+    new = [f"{prefix}per_phase.op2.{k}" for k in ("kind=on_policy", "source=phase2", "beta=0.5", "lr=3e-4")]
+    overrides = ["stage=train", "stage.phases=[phase1,phase2,op2]", "stage.per_phase.phase2.lr=0.5", *new]
+    cfg = stage_config("train", overrides)
+    g = cfg.stage
+    assert OmegaConf.get_type(g.per_phase.op2) is PhaseOverride
+    assert g.per_phase.op2.temperature is None and g.per_phase.phase2.lr == 0.5
+    spec = phase_spec(g, "op2")
+    assert (spec["kind"], spec["source"], spec["on_policy"]["beta"]) == ("on_policy", "phase2", 0.5)
+    assert phase_hparams(g, "op2")["lr"] == 3e-4 and phase_hparams(g, "phase1")["lr"] == g.lr
+    OmegaConf.save(cfg, tmp_path / "train.yaml")
+    back = load_resolved(tmp_path / "train.yaml").stage
+    assert OmegaConf.get_type(back.per_phase.op2) is PhaseOverride and back.per_phase.op2.beta == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("stage.per_phase.op2.kidn=on_policy", r"train\.per_phase\.op2: Key 'kidn' not in 'PhaseOverride'"),
+        ("stage.per_phase.phase2.lrr=1", r"train\.per_phase\.phase2: Key 'lrr'"),
+        ("+stage.per_phase.op2.lr=fast", r"train\.per_phase\.op2: Value 'fast'.*Float"),
+        (
+            "stage.per_phase.phse2.lr=1",
+            r"train\.per_phase\.phse2: set on the command line, but 'phse2' is not",
+        ),
+    ],
+)
+def test_per_phase_typos_still_fail(override, match):
+    with pytest.raises(ValueError, match=match):
+        stage_config("train", ["stage=train", override])
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(distill_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=120)
 

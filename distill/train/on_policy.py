@@ -9,17 +9,16 @@ The driver (distill.train.stage) uses the config-time parts (`prompt_rows`, `che
 ranks (distill.train.worker, plan kind `on_policy`) call `build_trainer` and `summary`.
 
 The teacher sits beside the student on every rank (its forward is no-grad; ZeRO-3 shards it like the
-student). For a teacher too large for that, TRL's server path (`trl.experimental.server_distillation`) asks a
-plain `vllm serve <teacher>` for prompt log-probs over `/v1/completions`: the same endpoint distill's openai
-backend talks to, but the loss there sees only the teacher's top-1 token per position (reverse KL on the
-sampled token, as Thinking Machines' on-policy distillation does), not the full distribution. That path is
-not wired in yet (docs/results.md says why it is the one to wire).
+student), and the loss sees its full next-token distribution. For a teacher too large for that, the phase's
+`teacher_server` names a vLLM server that scores the student's samples instead (distill.train.teacher_server:
+TRL's server-distillation trainer; the loss then sees top-k log-probs only, and that module says exactly
+what reaches it).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from distill.core.manifest import model_fingerprint
 from distill.core.paths import Paths
 from distill.core.shards import iter_dataset
 from distill.engines.base import model_location
+from distill.train import teacher_server
 from distill.train.args import run_summary, shared_args
+from distill.train.teacher_server import TeacherServer
 
 KINDS = ("sft", "on_policy")
 
@@ -44,6 +45,7 @@ class OnPolicySpec:
     max_new_tokens: int = 512  # the student's completion budget per prompt
     use_vllm: bool = True  # GPU only (colocated with the ranks); CPU ranks sample with transformers generate
     teacher_dtype: str | None = None  # None: the stage's model_dtype
+    teacher_server: TeacherServer | None = None  # a vLLM server scores instead (distill.train.teacher_server)
 
 
 SPEC_FIELDS = tuple(OnPolicySpec.__dataclass_fields__)
@@ -58,7 +60,23 @@ def resolve(override: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"{where}.beta={spec['beta']}: must be in [0, 1] (0 forward KL, 1 reverse KL)")
     if spec["temperature"] <= 0 or spec["max_new_tokens"] < 1:
         raise ValueError(f"{where}: temperature must be > 0 and max_new_tokens >= 1")
+    if spec["teacher_server"] is not None:
+        spec["teacher_server"] = {**asdict(TeacherServer()), **spec["teacher_server"]}
+        teacher_server.check(spec, where)
     return spec
+
+
+def keyed_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The phase spec as the phase key sees it: a teacher server's address is left out (a moved server
+    resumes the phase), and a phase without one keys exactly as before the field existed."""
+    if "on_policy" not in spec:
+        return spec
+    op = dict(spec["on_policy"])
+    if op.get("teacher_server") is None:
+        op.pop("teacher_server", None)
+    else:
+        op["teacher_server"] = teacher_server.keyed(op["teacher_server"])
+    return {**spec, "on_policy": op}
 
 
 def prompt_rows(train_pairs: str | Path | dict) -> list[dict]:
@@ -162,13 +180,13 @@ def check_phases(cfg: DictConfig, paths: Paths) -> None:
 
 
 def distillation_config(plan: dict) -> Any:
-    """DistillationConfig from the plan: the arguments every phase shares (distill.train.args: the CPU
-    settings included) plus the on-policy ones (no vLLM on CPU)."""
-    from trl import DistillationConfig
-
+    """DistillationConfig (ServerDistillationConfig with a teacher server) from the plan: the arguments every
+    phase shares (distill.train.args: the CPU settings included) plus the on-policy ones (no vLLM on CPU)."""
     op, cpu = plan["on_policy"], plan["use_cpu"]
-    return DistillationConfig(
+    config_class, server_kwargs = teacher_server.config_class_and_kwargs(op)
+    return config_class(
         **shared_args(plan),
+        **server_kwargs,
         beta=op["beta"],
         temperature=op["temperature"],
         top_p=1.0,  # the student's own distribution, untruncated: the reverse KL is over its samples
@@ -192,7 +210,7 @@ def _load(path: str, revision: str | None, dtype: str, attn: str) -> Any:
 
 def build_trainer(plan: dict) -> Any:
     """The DistillationTrainer of one on-policy phase: student from the previous phase's weights (or the
-    student), teacher from the run's teacher, prompts from the phase's prompts file."""
+    student), teacher from the run's teacher (or its server), prompts from the phase's prompts file."""
     from datasets import load_dataset
     from trl import DistillationTrainer
 
@@ -214,8 +232,10 @@ def build_trainer(plan: dict) -> Any:
     model = _load(plan["init_model"], plan.get("init_revision"), h["model_dtype"], attn)
     model.config.eos_token_id = tok.eos_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
-    teacher = _load(op["teacher"], op.get("teacher_revision"), op["teacher_dtype"] or h["model_dtype"], attn)
     prompts = load_dataset("json", data_files=plan["train_file"], split="train").select_columns(["prompt"])
+    if op.get("teacher_server"):  # the teacher's log-probs come from a vLLM server: nothing to load here
+        return teacher_server.build_trainer(model, args, prompts, tok)
+    teacher = _load(op["teacher"], op.get("teacher_revision"), op["teacher_dtype"] or h["model_dtype"], attn)
     return DistillationTrainer(
         model=model, teacher_model=teacher, args=args, train_dataset=prompts, processing_class=tok
     )

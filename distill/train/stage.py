@@ -40,6 +40,7 @@ from distill.engines.base import model_location
 from distill.train import on_policy
 from distill.train.ranks import launch_phase as _launch
 from distill.train.ranks import reset_if_stale
+from distill.train.teacher_server import TeacherServer
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -50,7 +51,7 @@ class PhaseOverride:
     """Per-phase values that replace the stage-wide ones (None: keep the stage value), and the phase's kind:
     `sft` (the default) trains on the pairs of curate output `source` (None: the phase's name); `on_policy`
     samples from the student on its problems, scored by the run's teacher (distill.train.on_policy, whose
-    OnPolicySpec gives the defaults of beta ... teacher_dtype)."""
+    OnPolicySpec gives the defaults of beta ... teacher_server)."""
 
     kind: str = "sft"
     source: str | None = None
@@ -59,6 +60,7 @@ class PhaseOverride:
     max_new_tokens: int | None = None
     use_vllm: bool | None = None
     teacher_dtype: str | None = None
+    teacher_server: TeacherServer | None = None  # a vLLM server scores instead of a local teacher
     epochs: float | None = None
     lr: float | None = None
     max_length: int | None = None
@@ -71,9 +73,12 @@ class PhaseOverride:
 class TrainConfig:
     name: str = "train"
     phases: list[str] = field(default_factory=lambda: ["phase1", "phase2"])
-    # Overrides per phase. Entries are declared in conf/stage/train.yaml (phase1, phase2): the composed config
-    # is in struct mode, so `stage.per_phase.phase2.lr=...` works and a new phase name needs a new entry there.
-    per_phase: dict[str, PhaseOverride] = field(default_factory=dict)
+    # Overrides per phase, by phase name: `stage.per_phase.phase2.lr=...`, and a new name from the command line
+    # too (`stage.per_phase.op2.kind=on_policy`; it must be in `phases`, else it is a typo). Typed entry by
+    # entry by the driver (distill.pipeline): OmegaConf cannot add a key to a typed dict from a dotted override.
+    per_phase: dict[str, Any] = field(
+        default_factory=dict, metadata={"entries": PhaseOverride, "named_in": "phases"}
+    )
     # launch
     strategy: str = "ddp"  # ddp | zero1 | zero2 | zero3 (conf/deepspeed/<name>.json)
     num_processes: int = 2
@@ -305,7 +310,7 @@ def run_phase(
             {"name": prev.config["phase"], "path": prev.outputs["model"]["path"], "key": prev.key}
         )
     keyed = {"stage": g, "student": cfg.student, "phase": phase, "hparams": phase_hparams(g, phase)}
-    keyed |= {"spec": spec} if spec["kind"] != "sft" else {}  # SFT keys as before phases had kinds
+    keyed |= {"spec": on_policy.keyed_spec(spec)} if spec["kind"] != "sft" else {}  # SFT: as before kinds
     key = stage_key(keyed, [i["key"] for i in phase_inputs], NOT_IN_KEY, under=("stage", "hparams"))
     if m := up_to_date(out, key, cfg.force, f"train {phase}"):
         return m
