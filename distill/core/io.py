@@ -16,8 +16,9 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from distill.core.schemas import RowError, Schema
 
@@ -52,20 +53,27 @@ def _temp_for(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
-    """`mode`: the bits a new file asks for before the umask (0o777 for an executable script)."""
+@contextmanager
+def atomic_writer(path: str | Path, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` only when the block ends without an error (flushed, fsynced);
+    `mode`: the bits a new file asks for before the umask (0o777 for an executable script)."""
     path = Path(path)
     fd, tmp = _temp_for(path)
     try:
         os.fchmod(fd, plain_mode(path, mode))
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    with atomic_writer(path, mode) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> None:

@@ -10,11 +10,10 @@ Parquet shard is the dataset; the log is deleted once the shard's manifest is wr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from distill.core.io import _temp_for, plain_mode
+from distill.core.io import atomic_writer
 from distill.core.schemas import SAMPLE, RowError
 from distill.core.shards import ShardWriter
 
@@ -60,18 +59,9 @@ def keep_only(path: Path, index: Index, seen: int, done: set[str], n: int) -> No
     if len(keys) == seen:
         return
     ranges = sorted(index[k] for k in keys)
-    fd, tmp = _temp_for(path)
-    os.fchmod(fd, plain_mode(path))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for line in _lines(path, ranges):
-                out.write(line if line.endswith(b"\n") else line + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as out:
+        for line in _lines(path, ranges):
+            out.write(line if line.endswith(b"\n") else line + b"\n")
 
 
 def finalize(log: Path, out: Path, pids: list[str], n: int) -> tuple[dict, int] | None:
