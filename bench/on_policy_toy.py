@@ -52,11 +52,12 @@ def phase(base: Path, tag: str, spec: dict) -> tuple[Path, dict]:
 
 
 def per_problem(run: Path, model: str) -> dict[str, list[bool]]:
+    from distill.core.shards import iter_dataset
+
     out: dict[str, list[bool]] = {}
-    with open(run / "eval" / model / "samples.jsonl") as f:
-        for line in f:
-            r = json.loads(line)
-            out.setdefault(r["problem_id"], []).append(bool(r["verdict"]))
+    rec = read(run / "eval" / model / "manifest.json")["outputs"]["samples"]
+    for r in iter_dataset(rec, columns=["problem_id", "verdict"]):
+        out.setdefault(r["problem_id"], []).append(bool(r["verdict"]))
     return out
 
 

@@ -46,7 +46,7 @@ def main() -> None:
     root = Path(ap.parse_args().root).resolve()
     base = root / "abl-base"
     distill(root, "abl-base")
-    samples = str(base / "generate" / "samples.jsonl")
+    samples = str(base / "generate")  # curate reads the base run's generate shards in place
 
     distill(root, "abl-unverified", "stage=curate", f"stage.input={samples}", "stage.verify.keep_wrong=true")
     distill(root, "abl-unverified", "stage=train")

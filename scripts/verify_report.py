@@ -1,6 +1,6 @@
 """Issue 19's numbers: hostile inputs through the verifier and through curate, and strict mode's changes.
 
-    .venv/bin/python scripts/verify_report.py [--toy-samples runs/toy/generate/samples.jsonl] [--samples 20000]
+    .venv/bin/python scripts/verify_report.py [--toy-samples runs/toy/generate] [--samples 20000]
 
 1. Hostile inputs: (reference, prediction) pairs built to break parsers (huge numbers and towers, deep
    nesting, non-ASCII digits, lone surrogates, control characters, 100 kB junk). Each pair is verified
@@ -172,14 +172,24 @@ def _changes(pairs: list, workers: int) -> dict:
 def _toy_pairs(path: Path) -> list:
     from distill.curate.answers import extract_answer
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from distill.core.manifest import Manifest
+    from distill.core.shards import iter_dataset, read_any
+
+    if path.is_dir():  # a generate stage directory: its shards
+        rows = iter_dataset(
+            Manifest.read(path / "manifest.json").outputs["samples"], ["answer", "completion"]
+        )
+    else:
+        rows = read_any(path)
     return [(r["answer"], extract_answer(r["completion"]).answer) for r in rows]
 
 
 def main() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--toy-samples", type=Path, help="a toy-world generate samples.jsonl")
+    ap.add_argument(
+        "--toy-samples", type=Path, help="a toy-world generate stage dir (or a .jsonl/.parquet of samples)"
+    )
     ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()

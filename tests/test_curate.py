@@ -153,6 +153,21 @@ def test_funnel_adds_up_and_every_row_lands_once(tmp_path, capsys):
     assert m2.key != m.key
 
 
+def test_another_runs_generate_dir_as_input(tmp_path):
+    """An ablation re-curates one expensive sample set in place: stage.input names its generate dir."""
+    rows, _ = world(tmp_path)
+    write_generate(tmp_path, rows, run="src")
+    src = tmp_path / "runs" / "src" / "generate"
+    here = run_distill(overrides(tmp_path, "run.name=src"))["curate"]
+    there = run_distill(overrides(tmp_path, f"stage.input={src}"))["curate"]
+    assert there.inputs[0]["key"] == "genkey" == here.inputs[0]["key"]
+    for name in ("phase1", "phase2", "rejected"):
+        assert output_rows(there.source.parent, name) == output_rows(here.source.parent, name)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"stage.input=.*empty.* directory without manifest.json"):
+        run_distill(overrides(tmp_path, f"stage.input={tmp_path / 'empty'}"))
+
+
 def test_external_messages_file_without_generate(tmp_path):
     rows = [
         {

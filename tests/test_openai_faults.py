@@ -10,7 +10,7 @@ import time
 import pytest
 from fault_server import FAULTS, FaultServer, completion_for
 
-from conftest import run_distill, stage_config
+from conftest import output_bytes, run_distill, stage_config
 from distill.core.config import ModelRef
 from distill.engines.base import EngineConfig, GenerationFailed, Request, SamplingConfig, problem_seed
 from distill.engines.chat import join_reasoning, split_completion
@@ -169,8 +169,8 @@ def _overrides(root, url: str, *extra: str) -> list[str]:
             f"data.train.limit={LIMIT}", f"stage.sampling.n={N}", "wandb.enabled=false", *extra]  # fmt: skip
 
 
-def _samples(root) -> bytes:
-    return (root / "openai-teacher/generate/samples.jsonl").read_bytes()
+def _samples(root) -> dict[str, bytes]:
+    return output_bytes(root / "openai-teacher/generate", "samples")
 
 
 @pytest.fixture(scope="module")

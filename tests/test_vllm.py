@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TOY, free_port, run_distill, start_vllm_server
-from distill.core.io import read_rows
+from conftest import TOY, free_port, output_rows, run_distill, start_vllm_server
 from distill.core.schemas import SAMPLE
 
 pytestmark = pytest.mark.slow
 
 
-def _check_rows(path, n_rows):
-    rows = list(read_rows(path, SAMPLE))
+def _check_rows(stage_dir, n_rows):
+    rows = output_rows(stage_dir, "samples", SAMPLE)
     assert len(rows) == n_rows
     assert all(r["completion_tokens"] > 0 and r["prompt_tokens"] > 10 for r in rows)
     closed = [r for r in rows if r["response"] is not None]
@@ -25,7 +24,7 @@ def test_vllm_offline_engine(tmp_path):
     m = run_distill(["stage=generate", f"run.root={tmp_path}", "data.train.limit=16", "stage.sampling.n=3"])[
         "generate"
     ]
-    rows = _check_rows(tmp_path / "toy/generate/samples.jsonl", 48)
+    rows = _check_rows(tmp_path / "toy/generate", 48)
     assert m.config["engine"]["backend"] == "vllm" and m.metrics["tokens_per_s"] > 0
     # per-problem seeds: the 3 samples of a problem are not all the same text
     assert (
@@ -52,7 +51,7 @@ def test_openai_backend_against_real_vllm_server(vllm_server, tmp_path):
         ["stage=generate", "experiment=openai_teacher", f"run.root={tmp_path}",
          f"stage.engine.base_url={vllm_server}", "data.train.limit=8", "stage.sampling.n=2"]
     )  # fmt: skip
-    rows = _check_rows(tmp_path / "openai-teacher/generate/samples.jsonl", 16)
+    rows = _check_rows(tmp_path / "openai-teacher/generate", 16)
     # the server's qwen3 reasoning parser split the think block; the row joins it back losslessly
     r = next(r for r in rows if r["response"] is not None)
     assert r["completion"].startswith("<think>\n") and r["reasoning"] and "</think>" not in r["reasoning"]

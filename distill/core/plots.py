@@ -2,7 +2,7 @@
 
 train: loss and learning rate per phase, and all phases on one step axis (each phase's `train_log.json`);
 eval: avg@k with standard-error bars per model and category, and the completion-length distribution per
-model (`eval/<model>/samples.jsonl`). Pictures are derived files, not stage outputs: they live in
+model (the shards of `eval/<model>`'s samples output). Pictures are derived files, not stage outputs: they live in
 `<stage>/plots/`, are drawn again when missing or older than the stage's manifest (a stage that was up to
 date costs nothing), and each drawn picture is logged to W&B when tracking is on. Core reads manifests
 only, so the pictures never depend on a stage's code.

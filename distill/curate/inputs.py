@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from distill.core.io import check_file, read_rows
-from distill.core.manifest import MANIFEST, checked_output, file_input, upstream
+from distill.core.manifest import MANIFEST, Manifest, checked_output, file_input, upstream
 from distill.core.paths import Paths
 from distill.core.schemas import SAMPLE, RowError
 from distill.core.shards import dataset_files, read_any, read_shard
@@ -129,6 +129,8 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
         path = paths.resolve(input_path)
         if not path.exists():
             raise FileNotFoundError(f"stage.input={input_path}: no such file ({path})")
+        if path.is_dir():
+            return _stage_dir_input(input_path, path)
         check_file(path, "a trace file (.jsonl or .parquet)")
         return file_input("samples", path)
     if not (paths.stage_dir("generate") / MANIFEST).exists():
@@ -137,6 +139,21 @@ def input_record(input_path: str | None, paths: Paths) -> dict:
             "run stage=generate first, or give an external trace file with stage.input=PATH"
         )
     m = upstream(paths, "generate", "curate")
+    return checked_output(m, "samples", "curate")
+
+
+def _stage_dir_input(input_path: str, path: Path) -> dict:
+    """Another run's finished generate stage (its shards, checked against its manifest): how ablations
+    and re-curations reuse one expensive sample set without copying it."""
+    mf = path / MANIFEST
+    if not mf.exists():
+        raise FileNotFoundError(
+            f"stage.input={input_path}: {path} is a directory without {MANIFEST}; give a trace file "
+            "(.jsonl or .parquet) or a finished generate stage directory (runs/<name>/generate)"
+        )
+    m = Manifest.read(mf)
+    if m.stage != "generate" or "samples" not in m.outputs:
+        raise ValueError(f"stage.input={input_path}: {mf} is a {m.stage!r} manifest, not generate's samples")
     return checked_output(m, "samples", "curate")
 
 

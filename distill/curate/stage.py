@@ -117,7 +117,7 @@ class DecontamConfig:
 @dataclass
 class CurateConfig:
     name: str = "curate"
-    input: str | None = None  # an external trace file instead of this run's generate output
+    input: str | None = None  # a trace file, or another run's generate dir, instead of this run's output
     columns: ColumnMap = field(default_factory=ColumnMap)  # for `input` files not in the generate schema
     external: ExternalConfig = field(default_factory=ExternalConfig)  # their shape (conf/input/ presets)
     prompt_template: str = DEFAULT_PROMPT  # for external rows without a prompt
@@ -217,7 +217,8 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
             if int(f.name[5:10]) % c.num_shards == c.shard:
                 f.unlink()
     columns = {k: v for k, v in OmegaConf.to_container(c.columns).items() if v is not None}
-    units = Units(inputs[0], bool(c.input), columns, c.prompt_template, OmegaConf.to_object(c.external))
+    external = bool(c.input) and not paths.resolve(c.input).is_dir()  # a dir is another run's generate
+    units = Units(inputs[0], external, columns, c.prompt_template, OmegaConf.to_object(c.external))
     pp = run_problem_pass(units, cfg, paths, parts / "problems.json")
     _sample_pass(units, cfg, paths, pp, parts, key)
     if c.shard is not None:  # an array task: the merge job writes the stage's manifest

@@ -48,10 +48,15 @@ class EvalConfig(SamplerConfig):
     category_field: str = "category"  # a key of each problem's meta; missing: "all"
     num_workers: int | None = None
     strict: bool = True  # the verifier's strict rules, as curate's `verify.strict` default
+    # a prediction needs a closed think block (curate's `answers.require_think`); false scores models that
+    # answer without reasoning (a `none`-format model, or a base model asked without thinking)
+    require_think: bool = True
     chunk_problems: int = 512
 
 
 Config = EvalConfig
+# Fields added after a release, at the value that scores as that release did: left out of the key.
+NEUTRAL = {"stage.require_think": True}
 NOT_IN_KEY = {
     "models",
     "num_workers",
@@ -142,7 +147,9 @@ def _sample_and_verify(
                 chunk = problems[i : i + e.chunk_problems]
                 rows = sampler.run_chunk(chunk)
                 for r in rows:
-                    r["pred"] = extract_answer(r["completion"], e.answer_methods, require_think=True).answer
+                    r["pred"] = extract_answer(
+                        r["completion"], e.answer_methods, require_think=e.require_think
+                    ).answer
                 pairs = [(r["answer"], r["pred"]) for r in rows]
                 for r, v in zip(rows, Verifier(e.num_workers, strict=e.strict).verdicts(pairs), strict=True):
                     r["verdict"] = v
@@ -163,7 +170,7 @@ def _model_key(
         "model": OmegaConf.to_container(model, resolve=True),
     }
     fp = model_fingerprint(paths.resolve(model.path), model.name, model.revision)
-    return stage_key(keyed, [*base_keys, fp["key"]], NOT_IN_KEY), keyed, fp
+    return stage_key(keyed, [*base_keys, fp["key"]], NOT_IN_KEY, neutral=NEUTRAL), keyed, fp
 
 
 def _eval_model(

@@ -35,7 +35,7 @@ UNITS = {
 
 
 def eval_problems(paths: Paths, name: str, category_field: str) -> dict[str, dict]:
-    """One eval model's per-problem results (eval/<name>/samples.jsonl)."""
+    """One eval model's per-problem results (the shards of eval/<name>'s samples output)."""
     mpath = paths.stage_dir("eval") / name / MANIFEST
     if not mpath.exists():
         raise FileNotFoundError(f"{mpath}: export needs eval's per-problem results for {name!r}; rerun eval")
