@@ -170,10 +170,9 @@ def _changes(pairs: list, workers: int) -> dict:
 
 
 def _toy_pairs(path: Path) -> list:
-    from distill.curate.answers import extract_answer
-
     from distill.core.manifest import Manifest
     from distill.core.shards import iter_dataset, read_any
+    from distill.curate.answers import extract_answer
 
     if path.is_dir():  # a generate stage directory: its shards
         rows = iter_dataset(
