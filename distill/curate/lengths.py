@@ -21,7 +21,9 @@ from distill.engines.base import model_location
 class LengthConfig:
     # The bound in student tokens; by default train's `max_length` where the experiment sets one.
     max_length: int | None = "${oc.select:stages.train.max_length,null}"  # type: ignore[assignment]
-    batch: int = 1024  # conversations rendered and tokenized at a time
+    # conversations rendered and tokenized at a time: a batch's encodings are ~100 bytes a token, so 1024
+    # reasoning traces (~8M tokens) held ~1 GB, which every verifier worker forked after it counted again
+    batch: int = 64
 
 
 _CACHE: dict[tuple, Any] = {}
@@ -60,8 +62,9 @@ def _load_tokenizer(student: ModelRef, paths: Paths) -> Any:
     return tok
 
 
-def student_lengths(rows: list[dict], tok: Any, batch: int = 1024) -> list[int]:
-    """Tokens of each row's (prompt, completion) conversation in the student's template."""
+def student_lengths(rows: list[dict], tok: Any, batch: int = 64) -> list[int]:
+    """Tokens of each row's (prompt, completion) conversation in the student's template; only the counts
+    are kept, the encodings of one small batch at a time."""
     out: list[int] = []
     for i in range(0, len(rows), batch):
         convs = [
@@ -69,7 +72,8 @@ def student_lengths(rows: list[dict], tok: Any, batch: int = 1024) -> list[int]:
             for r in rows[i : i + batch]
         ]
         texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]
-        out += [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        enc = tok(texts, add_special_tokens=False, return_attention_mask=False)
+        out += [len(ids) for ids in enc["input_ids"]]
     return out
 
 
