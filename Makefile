@@ -17,7 +17,7 @@ demo: install
 	$(PY) -m distill $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check distill tests bench scripts

@@ -173,8 +173,12 @@ def test_serve_sh_under_concurrent_seeded_load(toy_run, served):
     assert proc.poll() is None, log.read_text()[-3000:]
     choices = [(i, c) for i, r in enumerate(replies) for c in r.choices]
     assert {c.finish_reason for _, c in choices} == {"stop"}
+    # The parser ran on every choice: without it reasoning is None and the whole tagged text lands in
+    # content. A toy student may still open a second <think> after its first </think>; that is its own
+    # output (eval scores the same text), so only the split itself is asserted.
     for _, c in choices:
-        assert c.message.reasoning and "<think>" not in (c.message.content or ""), c.message
+        thought = (c.message.reasoning or "").strip()
+        assert thought and (len(thought) < 8 or thought not in (c.message.content or "")), c.message
     assert [c.message.content for c in ask(0).choices] == [c.message.content for c in replies[0].choices]
     pairs = [(probs[i]["answer"], extract_answer(f"<think>{c.message.reasoning}</think>{c.message.content}",
                                                  ["boxed"], require_think=True).answer) for i, c in choices]  # fmt: skip
