@@ -39,10 +39,12 @@ MAX_LENGTH = 131072  # student tokens: above the longest synthetic trace, so no 
 NUM_SHARDS = 4  # generate shards = curate units: 2 workers have units to share
 
 
-def tree_rss_kb(root: int) -> int:
-    """Summed RSS of `root` and all its descendants (as /work/shared/tools/peak_rss.py counts it)."""
+def tree_rss_kb(root: int) -> tuple[int, int]:
+    """Summed RSS of `root` and all its descendants (as /work/shared/tools/peak_rss.py counts it), and
+    the part of it that is not file-backed (RSS minus statm's shared pages: what the process allocated,
+    as opposed to memory-mapped Arrow files and libraries, which the kernel can drop and re-read)."""
     kids: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    rss: dict[int, tuple[int, int]] = {}
     page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
     for p in os.listdir("/proc"):
         if not p.isdigit():
@@ -51,16 +53,18 @@ def tree_rss_kb(root: int) -> int:
             with open(f"/proc/{p}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{p}/statm") as f:
-                rss[int(p)] = int(f.read().split()[1]) * page_kb
+                fields = f.read().split()
+                rss[int(p)] = (int(fields[1]) * page_kb, (int(fields[1]) - int(fields[2])) * page_kb)
             kids.setdefault(ppid, []).append(int(p))
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [root]
+    total, anon, todo = 0, 0, [root]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        r, a = rss.get(p, (0, 0))
+        total, anon = total + r, anon + a
         todo += kids.get(p, [])
-    return total
+    return total, anon
 
 
 def measure(cmd: list[str], cwd: Path, log: Path) -> dict:
@@ -69,11 +73,12 @@ def measure(cmd: list[str], cwd: Path, log: Path) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT)
-        peak = [0]
+        peak = [0, 0]
 
         def sample() -> None:
             while proc.poll() is None:
-                peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+                r, a = tree_rss_kb(proc.pid)
+                peak[0], peak[1] = max(peak[0], r), max(peak[1], a)
                 time.sleep(0.1)
 
         t = threading.Thread(target=sample, daemon=True)
@@ -85,7 +90,7 @@ def measure(cmd: list[str], cwd: Path, log: Path) -> dict:
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({rc}); see {log}:\n{log.read_text()[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"peak_mb": peak[0] / 1024, "wall_s": wall, "cpu_s": cpu}
+    return {"peak_mb": peak[0] / 1024, "peak_anon_mb": peak[1] / 1024, "wall_s": wall, "cpu_s": cpu}
 
 
 def _gen_overrides(root: Path, n: int) -> list[str]:
@@ -141,8 +146,9 @@ def curate_overrides(root: Path, name: str, inp: Path, quick: bool, *extra: str)
             "stage.progress=false", "wandb.enabled=false", lengths, *extra]  # fmt: skip
 
 
-def train_plan(root: Path, n: int) -> Path:
-    """Train's plan for phase 1 on the 1-worker curate's phase shards, as the driver writes it."""
+def train_plan(root: Path, n: int, repeat: int = 1) -> Path:
+    """Train's plan for phase 1 on the 1-worker curate's phase shards, as the driver writes it; `repeat`
+    lists the shards that many times (more rows than TRL's 1000-row packing batch, same traces)."""
     from distill.core.manifest import Manifest
     from distill.core.shards import dataset_files
     from distill.train.stage import default_hparams, worker_plan
@@ -150,10 +156,10 @@ def train_plan(root: Path, n: int) -> Path:
     m = Manifest.read(root / f"s{n}-c1" / "curate" / "manifest.json")
     h = default_hparams(max_length=MAX_LENGTH, packing=True, attn_implementation="sdpa", progress=False)
     plan = worker_plan(phase="phase1", init_model=str(REPO / "data/toy/student"),
-                       train_file=[str(f) for f in dataset_files(m.outputs["phase1"])],
-                       output_dir=root / f"s{n}-train" / "phase1", hparams=h, dataset_num_proc=2,
+                       train_file=[str(f) for f in dataset_files(m.outputs["phase1"])] * repeat,
+                       output_dir=root / f"s{n}-train-x{repeat}" / "phase1", hparams=h, dataset_num_proc=2,
                        wandb={"enabled": False, "name": "scale"})  # fmt: skip
-    path = root / f"plan-{n}.json"
+    path = root / f"plan-{n}-x{repeat}.json"
     path.write_text(json.dumps(plan))
     return path
 
@@ -173,7 +179,7 @@ def du(paths: list[Path]) -> int:
     return sum(p.stat().st_size for d in paths for p in ([d] if d.is_file() else d.rglob("*")) if p.is_file())
 
 
-def run_size(root: Path, n: int, quick: bool) -> dict:
+def run_size(root: Path, n: int, quick: bool, repeats: list[int] = ()) -> dict:
     """Every stage at one size. --quick: generate, and one curate (of the JSONL, which the throughput
     comparison then reuses), no 2-worker curate and no train data preparation."""
     jsonl = prepare(root, n)
@@ -194,13 +200,24 @@ def run_size(root: Path, n: int, quick: bool) -> dict:
     r["curated_bytes"] = du([root / f"s{n}-c1" / "curate" / "parts"])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train-prep", str(train_plan(root, n))]
     r["train_prep"] = _step(f"train data {n}", cmd, REPO, logs / f"train-{n}.log")
+    r["train_repeat"] = {}
+    from distill.core.manifest import Manifest
+
+    for rep in repeats:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--train-prep", str(train_plan(root, n, rep))]
+        m = _step(f"train data {n} x{rep}", cmd, REPO, logs / f"train-{n}-x{rep}.log")
+        m["rows"] = (
+            rep * Manifest.read(root / f"s{n}-c1" / "curate" / "manifest.json").outputs["phase1"]["rows"]
+        )
+        r["train_repeat"][rep] = m
     return r
 
 
 def _step(what: str, cmd: list[str], cwd: Path, log: Path) -> dict:
     m = measure(cmd, cwd, log)
     print(
-        f"[scale]   {what}: {m['wall_s']:.1f} s, {m['cpu_s']:.1f} CPU-s, peak {m['peak_mb']:.0f} MB",
+        f"[scale]   {what}: {m['wall_s']:.1f} s, {m['cpu_s']:.1f} CPU-s, peak {m['peak_mb']:.0f} MB "
+        f"({m['peak_anon_mb']:.0f} MB private)",
         flush=True,
     )
     return m
@@ -238,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="working directory (default: a new temp dir)")
     p.add_argument("--old-rev", default="21f4a3e", help="the code to compare curate throughput against")
     p.add_argument("--quick", action="store_true", help="fewer stages and no length check (for the test)")
+    p.add_argument("--train-repeat", type=int, nargs="*", default=[],
+                   help="at the largest size, train's data preparation again on phase 1 listed R times")  # fmt: skip
     p.add_argument("--train-prep", help=argparse.SUPPRESS)  # internal: one measured train data preparation
     a = p.parse_args(argv)
     if a.train_prep:
@@ -252,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in sizes:
         t0 = time.perf_counter()
-        results.append(run_size(root, n, a.quick))
+        results.append(run_size(root, n, a.quick, a.train_repeat if n == sizes[-1] else []))
         print(f"[scale] {n} samples measured in {time.perf_counter() - t0:.0f}s", flush=True)
     cmp = compare(root, results[-1], a.old_rev, a.quick)
     report(results, cmp, os.cpu_count() or 1, open("/proc/loadavg").read().strip())

@@ -19,14 +19,15 @@ def _cell(r: dict, stage: str, key: str, fmt: str) -> str:
 
 def table(results: list[dict]) -> None:
     head = ["samples", "JSONL MB", "Parquet MB", "B/sample pq", "B/sample jsonl",
-            *(f"{s} peak MB" for s in STAGES), "curate w1 s", "curate w2 s", "curate samples/CPU-s"]  # fmt: skip
+            *(f"{s} peak MB" for s in STAGES), "train_prep private MB", "curate w1 s", "curate w2 s",
+            "curate samples/CPU-s"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
         n = r["samples"]
         cells = [n, f"{r['jsonl_bytes'] / 1e6:.0f}", f"{r['parquet_bytes'] / 1e6:.0f}",
                  f"{r['parquet_bytes'] / n:.0f}", f"{r['jsonl_bytes'] / n:.0f}",
-                 *(_cell(r, s, "peak_mb", ".0f") for s in STAGES),
+                 *(_cell(r, s, "peak_mb", ".0f") for s in STAGES), _cell(r, "train_prep", "peak_anon_mb", ".0f"),
                  _cell(r, "curate_w1", "wall_s", ".1f"), _cell(r, "curate_w2", "wall_s", ".1f"),
                  f"{n / r['curate_w1']['cpu_s']:.0f}"]  # fmt: skip
         print("| " + " | ".join(str(c) for c in cells) + " |")
@@ -41,6 +42,16 @@ def report(results: list[dict], cmp: dict, cores: int, load: str) -> None:
     table(results)
     growth = {s: last[s]["peak_mb"] / first[s]["peak_mb"] for s in STAGES if s in last}
     print("peak RSS growth, largest / smallest: " + ", ".join(f"{s} {g:.2f}x" for s, g in growth.items()))
+    if "train_prep" in last:  # private: RSS less file-backed pages (memory-mapped Arrow the kernel can drop)
+        tp_first, tp_last = first["train_prep"], last["train_prep"]
+        print(f"train_prep private memory growth {tp_last['peak_anon_mb'] / tp_first['peak_anon_mb']:.2f}x")
+    for rep, m in last.get("train_repeat", {}).items():
+        base = last["train_prep"]
+        print(
+            f"train_prep on phase 1 repeated {rep}x ({m['rows']} rows): peak {m['peak_mb']:.0f} MB "
+            f"({m['peak_mb'] / base['peak_mb']:.2f}x), private {m['peak_anon_mb']:.0f} MB "
+            f"({m['peak_anon_mb'] / base['peak_anon_mb']:.2f}x)"
+        )
     new, old = cmp["new"], cmp["old"]
     tp = old["cpu_s"] / new["cpu_s"]  # same samples: per-CPU-second rates' ratio
     print(f"curate of the same {n}-sample JSONL, 1 process: new {n / new['cpu_s']:.0f} samples/CPU-s "
