@@ -7,8 +7,8 @@ parses each distinct string once, and settles each distinct pair of parsed expre
 strings parse to one expression). What is left is ANTLR, which `mv_speedups` makes cheap: a parse's
 decisions depend only on its token types, so they are recorded once per token-type sequence and replayed
 for every answer of the same shape (full-LL prediction, which ANTLR never caches, was most of a parse);
-before the workers fork, the parent parses one answer of each shape (`parse_shapes`) so that no worker
-pays for a shape again. `mv_speedups` also caches pure functions and settles a wrong answer's
+the workers share what they record as they go (`decision_log`), so a shape is paid for once, by the
+first worker that meets it. `mv_speedups` also caches pure functions and settles a wrong answer's
 comparisons by value where math-verify's own rules can only say False. No step changes an input string
 or a verdict; `bench/curate_verify.py` and tests check that on large generated sets.
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from distill.curate import mv_speedups
+from distill.curate import decision_log, mv_speedups
 from distill.curate import strict as strict_rules
 
 log = logging.getLogger(__name__)
@@ -228,54 +228,9 @@ def _warm() -> None:
     mv_parse("1")
 
 
-# One of each construct that answers use. ANTLR builds its prediction DFA lazily, per process: a cold
-# parser spends ~60 ms on a LaTeX answer, a warm one ~2 ms. Parsing these once in the parent before the
-# workers fork hands every worker a warm DFA instead of each paying the warm-up on real answers.
-WARM_LATEX = (
-    "\\frac{3}{7}", "\\dfrac{12}{5}", "3\\sqrt{2}", "\\sqrt{18}", "2 \\sqrt 3", "2\\cdot\\sqrt{5}", "3\\pi",
-    "\\pi \\cdot 2", "\\{1, 2, 3\\}", "1, 2, 3", "[-3, 5)", "(-2, 4]", "[ -1 , 2 )", "\\text{(A)}", "\\textbf{B}",
-    "(C)", "\\pm 5", "5, -5", "6!", "x^2 + 5", "x^{3}+4", "12.5", "25\\%", "1,234", "10.00", "x = 4",
-    "4 \\text{ apples}", "\\text{4}", "0.125", "\\infty", "a+b", "\\frac{\\sqrt{3}}{2}", "2^{10}",
-    "\\left(1,2\\right)", "\\emptyset",
-)  # fmt: skip
-
-
-def warm_parser(groups: list[tuple[str | None, list[str]]], t: Timeouts) -> None:
-    """Warms ANTLR in this process when any string will reach the LaTeX parser (not for integer-only data)."""
-    if all((r is None or _INT.fullmatch(r)) and all(_INT.fullmatch(p) for p in ps) for r, ps in groups):
-        return
+def _worker_init(log_path: str) -> None:
     _warm()
-    for text in WARM_LATEX:
-        mv_parse(text, t)
-
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def shape_representatives(groups: list[tuple[str | None, list[str]]]) -> list[str]:
-    """The first answer of each shape (its text with every digit run read as `0`); integers excluded."""
-    seen: dict[str, str] = {}
-    for ref, preds in groups:
-        for text in [ref, *preds] if ref is not None else preds:
-            if not _INT.fullmatch(text):
-                seen.setdefault(_DIGITS.sub("0", text), text)
-    return list(seen.values())
-
-
-def parse_shapes(groups: list[tuple[str | None, list[str]]], t: Timeouts) -> int:
-    """Parses here the first answer of each shape (`shape_representatives`); returns how many.
-
-    Called in the parent before the workers fork. A new shape costs ANTLR 20-70 ms (its prediction DFA
-    grows, full-LL decisions are recomputed every time), a shape already met ~1.5 ms: its decisions are
-    replayed (`mv_speedups.two_stage_latex_parser`). Paid here once, every worker inherits the DFA, the
-    recordings and the parses (memoised, so none is wasted) instead of each worker paying for every
-    shape it meets. Measured against a parallel first pass that shipped recordings back: less CPU in all
-    (the DFA is built once, not once per worker).
-    """
-    reps = shape_representatives(groups)
-    for text in reps:
-        fast_parse(text, t)
-    return len(reps)
+    decision_log.share(decision_log.DecisionLog(log_path))
 
 
 class Verifier:
@@ -349,13 +304,18 @@ class Verifier:
         total = sum(len(p) + 1 for _, p in groups)
         size = max(8, min(256, total // (self.num_workers * 8) or 8))
         ctx = mp.get_context(self.start_method)
-        if self.start_method == "fork":
-            warm_parser(groups, self.timeouts)
-            parse_shapes(groups, self.timeouts)
-        with ProcessPoolExecutor(self.num_workers, mp_context=ctx, initializer=_warm) as ex:
-            futs = {
-                ex.submit(_verify_groups, b, self.timeouts, self.strict): b
-                for b in self._batches(groups, size)
-            }
-            for f in as_completed(futs):
-                yield futs[f], f.result()
+        # Workers share the parser decisions they record (`decision_log`): a new answer shape is paid
+        # for once, by the first worker to meet it, in parallel, instead of in a serial pass before the fork.
+        log = decision_log.DecisionLog.create()
+        try:
+            with ProcessPoolExecutor(
+                self.num_workers, mp_context=ctx, initializer=_worker_init, initargs=(log.path,)
+            ) as ex:
+                futs = {
+                    ex.submit(_verify_groups, b, self.timeouts, self.strict): b
+                    for b in self._batches(groups, size)
+                }
+                for f in as_completed(futs):
+                    yield futs[f], f.result()
+        finally:
+            log.remove()
