@@ -169,3 +169,35 @@ def test_one_scan_extract_latex_is_math_verify_s():
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["matches"] > 1000 and res["percent"] >= 4 and not res["bad"], res
+
+
+SETTLE_FORMS = [
+    "3", "-3", "4", "\\frac{1}{2}", "0.5", "2/4", "x", "x = 3", "\\pi", "\\sqrt{2}", "1 + x", "\\infty",
+    "\\{1, 2\\}", "\\{2, 1\\}", "1, 2", "2, 1", "\\{1, 2, 3\\}", "1, 2, 3", "\\{3\\}", "\\{1, 1, 2\\}",
+    "\\{\\frac{1}{2}, 1\\}", "\\{0.5, 1\\}", "\\{x, 1\\}", "(1, 2)", "[1, 2]", "[1, 2)", "(1, 2]", "(1, 3)",
+    "(-\\infty, 2)", "[2, \\infty)", "(0.5, 1)", "(\\frac{1}{2}, 1)", "\\{-34, 34\\}", "\\pm 34", "34, -34",
+    "(-6, 0)", "\\{-6, -1, 0\\}", "-6, -1, 0", "1 < x < 2", "\\emptyset", "\\text{(A)}", "A",
+]  # fmt: skip
+
+
+def test_settled_comparisons_are_math_verify_s_false():
+    """Every pair `surely_false` settles is one math-verify (strict or not) calls False, on numbers, sets,
+    intervals and look-alikes in both orders; and it settles the bench's costly kinds (sets, intervals)."""
+    from math_verify import verify
+
+    from distill.curate import strict
+    from distill.curate.mv_settle import surely_false
+    from distill.curate.verify import mv_parse
+
+    items = [x for f in SETTLE_FORMS for x in mv_parse(f)[:1] if not isinstance(x, str)]
+    settled, kinds = 0, set()
+    for g in items:
+        for p in items:
+            if surely_false(g, p):
+                settled += 1
+                kinds.add((type(g).__name__, type(p).__name__))
+                assert not verify([g], [p]), (g, p)
+                with strict.rules():
+                    assert not verify([g], [p]), (g, p)
+    assert settled > 300
+    assert {("FiniteSet", "Interval"), ("Interval", "Symbol"), ("FiniteSet", "Symbol")} <= kinds

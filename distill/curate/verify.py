@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from distill.curate import decision_log, mv_speedups
+from distill.curate import decision_log, mv_settle, mv_speedups
 from distill.curate import strict as strict_rules
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool =
     equal when stripped and non-empty, a string and an expression never, two expressions by
     `sympy_expr_eq`. The last is the only costly one: `_expr_verdict` settles it once per pair of parsed
     expressions (many distinct answers parse to one expression: `42`, `\\boxed{42}`, `42 \\text{ cm}`), and
-    skips `simplify` where `surely_unequal` settles a wrong answer. Strict mode only removes Trues.
+    skips `simplify` and set algebra where `surely_false` or `surely_unequal` settles a wrong answer. Strict mode only removes Trues.
     """
     from sympy import Basic
     from sympy.matrices import MatrixBase
@@ -105,7 +105,7 @@ def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sym
     key = f"{int(strict)}|{kg}|{kp}" if kg is not None and kp is not None else None
     if key is not None and (hit := _VERDICTS.get(key)) is not None:
         return hit
-    if not (isinstance(g, str) or isinstance(p, str)) and mv_speedups.surely_unequal(g, p, t.verify_s):
+    if mv_settle.surely_false(g, p) or mv_speedups.surely_unequal(g, p, t.verify_s):
         out = False
     else:
         try:
@@ -302,7 +302,7 @@ class Verifier:
         import multiprocessing as mp
 
         total = sum(len(p) + 1 for _, p in groups)
-        size = max(8, min(256, total // (self.num_workers * 8) or 8))
+        size = max(8, min(64, total // (self.num_workers * 8) or 8))  # small: a short tail on one worker
         ctx = mp.get_context(self.start_method)
         # Workers share the parser decisions they record (`decision_log`): a new answer shape is paid
         # for once, by the first worker to meet it, in parallel, instead of in a serial pass before the fork.
