@@ -89,6 +89,13 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool =
 
 
 _VERDICTS = mv_speedups.Memo()
+_GOLD: list = [None, None]  # the last gold expression compared and its srepr key (a group's gold repeats)
+
+
+def _gold_key(g) -> str | None:  # noqa: ANN001 (sympy Basic)
+    if _GOLD[0] is not g:  # held here, so an `is` match is this very (immutable) object
+        _GOLD[0], _GOLD[1] = g, mv_speedups.srepr_key(g)
+    return _GOLD[1]
 
 
 def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sympy Basic)
@@ -101,7 +108,7 @@ def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sym
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
-    kg, kp = mv_speedups.srepr_key(g), mv_speedups.srepr_key(p)
+    kg, kp = _gold_key(g), mv_speedups.srepr_key(p)
     key = f"{int(strict)}|{kg}|{kp}" if kg is not None and kp is not None else None
     if key is not None and (hit := _VERDICTS.get(key)) is not None:
         return hit
