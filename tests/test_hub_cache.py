@@ -80,6 +80,7 @@ def test_hub_id_from_a_local_cache_at_its_revision(tmp_path):
     )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    print(line)  # for the note: what each stage loaded
     import json
 
     out = json.loads(line.removeprefix("RESULT "))

@@ -170,6 +170,9 @@ def test_kill_during_phase_resumes_and_starts_from_sft_weights(onpolicy_run, tmp
     shutil.copytree(src / "curate", root / "t" / "curate")
     shutil.copytree(src / "train" / "phase1", root / "t" / "train" / "phase1")  # up to date: not retrained
     ov = [o.replace(f"run.root={src.parent}", f"run.root={root}") for o in ov]
+    # one epoch of shorter samples: 8 steps still put a checkpoint (step 2) between start and end
+    short = {"stage.per_phase.onpolicy.epochs": "1", "stage.per_phase.onpolicy.max_new_tokens": "24"}
+    ov = [f"{o.split('=')[0]}={short[o.split('=')[0]]}" if o.split("=")[0] in short else o for o in ov]
     ov += ["stage.per_phase.onpolicy.lr=0.0", "stage.save_steps=2"]
     op = root / "t" / "train" / "onpolicy"
     proc = subprocess.Popen(distill_cmd(*ov), cwd=REPO, start_new_session=True,

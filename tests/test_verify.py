@@ -370,3 +370,26 @@ def test_box_rules_give_math_verify_s_verdicts():
     assert verdict("3", "\\boxed{3 \\text{ apples}}", box_prose="whole") is True  # units are still dropped
     with pytest.raises(ValueError, match="boxed rule 'first'"):
         extract_answer("</think>\\boxed{1}", boxed="first")
+
+
+def test_a_kept_pool_serves_every_call_with_the_same_verdicts():
+    """Curate's sample pass verifies chunk after chunk on one pool (keep_pool): the pool is started once,
+    reused, and each call's verdicts and unparsed references are that call's alone."""
+    pairs = [(r, p) for r, p, _ in CASES]
+    want = Verifier(num_workers=0).verdicts(pairs)
+    v = Verifier(num_workers=2, keep_pool=True)
+    try:
+        assert v.verdicts(pairs[: len(pairs) // 2]) == want[: len(pairs) // 2]
+        pool = v._pool
+        assert pool is not None
+        assert v.verdicts(pairs[len(pairs) // 2 :]) == want[len(pairs) // 2 :]
+        assert v._pool is pool
+        v.verdicts([("???", "1")])
+        assert v.unparsed_references == {"???"}
+        v.verdicts([("1", "1")])
+        assert v.unparsed_references == set()
+    finally:
+        v.close()
+    assert v._pool is None
+    one_shot = Verifier(num_workers=2)
+    assert one_shot.verdicts(pairs) == want and one_shot._pool is None

@@ -4,8 +4,8 @@ A chunk holds every sample of its problems and nothing else, so the per-problem 
 pseudo-labels, max per problem, the phase rules) see exactly what they would see with all rows in
 memory, and memory is bounded by the chunk. Verdicts are computed for every answered sample, filtered or
 not, so pass rates measure the teacher, not the filters. What must live across chunks (the student's
-tokenizer, a judge engine) is made once per pass (`PassContext`); the funnel's counts are summed over
-chunks (`Tally`), then over units and array tasks by the merge.
+tokenizer, the verifier's worker pool, a judge engine) is made once per pass (`PassContext`); the funnel's
+counts are summed over chunks (`Tally`), then over units and array tasks by the merge.
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ SUMMED = ("verify_s", "distinct_pairs", "unparseable_reference_problems", "missi
 
 
 class PassContext:
-    """What a sample pass makes once and reuses for every chunk: the judge's engine (a model load)."""
+    """What a sample pass makes once and reuses for every chunk: the verifier (its worker pool, forked and
+    warmed once, not per chunk: a chunk is seconds of work, a pool's start a large share of that) and the
+    judge's engine (a model load)."""
 
     def __init__(self, cfg: DictConfig, paths: Paths):
         self.cfg, self.paths, self._engine = cfg, paths, None
+        self.verifier = verifier(cfg.stage.verify, keep_pool=True)
 
     def judge_engine(self) -> Any:
         if self._engine is None:
@@ -44,18 +47,18 @@ class PassContext:
         return self._engine
 
     def close(self) -> None:
+        self.verifier.close()
         if self._engine is not None:
             self._engine.close()
 
 
-def verifier(v: DictConfig) -> Verifier:
-    return Verifier(
-        v.num_workers, Timeouts(v.parse_timeout_s, v.verify_timeout_s), v.start_method, strict=v.strict
-    )
+def verifier(v: DictConfig, keep_pool: bool = False) -> Verifier:
+    t = Timeouts(v.parse_timeout_s, v.verify_timeout_s)
+    return Verifier(v.num_workers, t, v.start_method, strict=v.strict, keep_pool=keep_pool)
 
 
 def verify(rows: list[dict], c: DictConfig, stats: dict, ctx: PassContext, bar: Any = None) -> None:
-    ver = verifier(c.verify)
+    ver = ctx.verifier
     t0 = time.perf_counter()
     verdicts = ver.verdicts([(r["answer"], r["extracted_answer"]) for r in rows], bar.update if bar else None)
     for r, vd in zip(rows, verdicts, strict=True):
@@ -68,15 +71,15 @@ def verify(rows: list[dict], c: DictConfig, stats: dict, ctx: PassContext, bar: 
     stats["unparseable_reference_problems"] = len({r["problem_id"] for r in rows if r["ref_unparsed"]})
     stats["missing_reference_problems"] = len({r["problem_id"] for r in rows if r["answer"] is None})
     if c.verify.pseudo_label.enabled:
-        _pseudo_label(rows, c, stats)
+        _pseudo_label(rows, c, stats, ver)
     if c.verify.judge.enabled:
         _judge(rows, c, stats, ctx)
 
 
-def _pseudo_label(rows: list[dict], c: DictConfig, stats: dict) -> None:
+def _pseudo_label(rows: list[dict], c: DictConfig, stats: dict, ver: Verifier) -> None:
     refs = pseudo_references(rows, OmegaConf.to_object(c.verify.pseudo_label))
     todo = [r for r in rows if r["problem_id"] in refs]
-    verdicts = verifier(c.verify).verdicts([(refs[r["problem_id"]], r["extracted_answer"]) for r in todo])
+    verdicts = ver.verdicts([(refs[r["problem_id"]], r["extracted_answer"]) for r in todo])
     for r, vd in zip(todo, verdicts, strict=True):
         r["reference_used"], r["verdict"] = refs[r["problem_id"]], vd
         r["verdict_source"] = "pseudo_label" if vd is not None else None

@@ -272,14 +272,21 @@ class Verifier:
         start_method: str = "fork",
         *,
         strict: bool = False,
+        keep_pool: bool = False,
     ):
+        """`keep_pool`: the worker pool outlives a `verdicts` call, for a caller that verifies chunk after
+        chunk (curate's sample pass) and calls `close()`: workers are forked and warmed once, not per chunk,
+        and what they memoise (parses, comparisons) serves every later chunk."""
         self.num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
         self.timeouts = timeouts
         self.start_method = start_method
         self.strict = strict  # `strict.py`'s rules on top of math-verify (curate: `verify.strict`)
+        self.keep_pool = keep_pool
+        self._pool: ProcessPoolExecutor | None = None
+        self._log: decision_log.DecisionLog | None = None
         self.distinct_pairs = 0
         self.distinct_references = 0
-        self.unparsed_references: set[str] = set()  # references math-verify cannot parse
+        self.unparsed_references: set[str] = set()  # references math-verify cannot parse (this call's)
 
     def verdicts(
         self, pairs: list[tuple[str | None, str | None]], on_done: Callable[[int], None] | None = None
@@ -290,6 +297,7 @@ class Verifier:
             if pred is not None:
                 by_ref[ref][pred].append(i)
         groups = [(ref, list(preds)) for ref, preds in by_ref.items()]
+        self.unparsed_references = set()
         self.distinct_references = len(groups)
         self.distinct_pairs = sum(len(p) for _, p in groups)
         out: list[bool | None] = [None] * len(pairs)
@@ -328,25 +336,45 @@ class Verifier:
             for b in self._batches(groups, 64):
                 yield b, _verify_groups(b, self.timeouts, self.strict)
             return
-        import multiprocessing as mp
-
         total = sum(len(p) + 1 for _, p in groups)
         size = max(8, min(64, total // (self.num_workers * 8) or 8))  # small: a short tail on one worker
-        ctx = mp.get_context(self.start_method)
-        # Workers share the parser decisions they record (`decision_log`): a new answer shape is paid
-        # for once, by the first worker to meet it, in parallel, instead of in a serial pass before the fork.
-        if self.start_method == "fork":
-            warm_parser(groups, self.timeouts)
-        log = decision_log.DecisionLog.create()
+        ex = self._executor(groups)
         try:
-            with ProcessPoolExecutor(
-                self.num_workers, mp_context=ctx, initializer=_worker_init, initargs=(log.path,)
-            ) as ex:
-                futs = {
-                    ex.submit(_verify_groups, b, self.timeouts, self.strict): b
-                    for b in self._batches(groups, size)
-                }
-                for f in as_completed(futs):
-                    yield futs[f], f.result()
-        finally:
-            log.remove()
+            futs = {
+                ex.submit(_verify_groups, b, self.timeouts, self.strict): b
+                for b in self._batches(groups, size)
+            }
+            for f in as_completed(futs):
+                yield futs[f], f.result()
+        except BaseException:
+            self.close()  # a broken or interrupted pool is not reused
+            raise
+        if not self.keep_pool:
+            self.close()
+
+    def _executor(self, groups: list) -> ProcessPoolExecutor:
+        """The worker pool, started (and, with fork, warmed on `groups` first) when there is none.
+
+        Its workers share the parser decisions they record (`decision_log`, which lives as long as the
+        pool): a new answer shape is paid for once, by the first worker to meet it, in parallel, instead
+        of in a serial pass before the fork."""
+        if self._pool is None:
+            import multiprocessing as mp
+
+            if self.start_method == "fork":
+                warm_parser(groups, self.timeouts)
+            ctx = mp.get_context(self.start_method)
+            self._log = decision_log.DecisionLog.create()
+            self._pool = ProcessPoolExecutor(
+                self.num_workers, mp_context=ctx, initializer=_worker_init, initargs=(self._log.path,)
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Stops the worker pool, if one is running, and removes its decision log."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._log is not None:
+            self._log.remove()
+            self._log = None

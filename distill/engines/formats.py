@@ -50,7 +50,7 @@ FORMAT_PROBLEMS = (
 # Harmony structure in text: the markers themselves, or what a decode that skips special tokens leaves.
 _MARKERS = re.compile(
     r"<\|(?:start|end|message|channel|constrain|return|call)\|>"
-    r"|\A(?:analysis|commentary)(?=\S)|assistant(?:final|analysis|commentary)"
+    r"|\A(?:analysis|commentary)(?=\S)|\Afinal(?=[A-Z\\$])|assistant(?:final|analysis|commentary)"
 )
 
 
@@ -111,10 +111,12 @@ def detect(tokenizer: Any, template_kwargs: dict | None = None) -> str:
     return "none"
 
 
-def resolve(fmt: str, tokenizer: Any = None, template_kwargs: dict | None = None) -> str:
+def resolve(
+    fmt: str, tokenizer: Any = None, template_kwargs: dict | None = None, endpoint: bool = False
+) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"reasoning_format={fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt != "auto":
+    if fmt != "auto" or endpoint:
         return fmt
     if tokenizer is None:
         return "think"  # an endpoint: servers split reasoning themselves; `<think>` text is the fallback
@@ -231,19 +233,25 @@ def harmony_verdict(msgs: list[HarmonyMessage], malformed: str | None, raw: str)
     return Parsed("\n".join(analysis) if analysis else None, finals[0].content, raw)
 
 
-def parse_harmony_ids(ids: Sequence[int], tokenizer: Any, stopped: bool = False) -> Parsed:
-    """`stopped`: the engine ended on a stop token it left out of the ids; the last message is whole."""
-    segs, raw = segments_from_ids(ids, tokenizer)
-    msgs, malformed = harmony_messages(segs)
+def _closed(msgs: list[HarmonyMessage], stopped: bool) -> list[HarmonyMessage]:
+    """`stopped`: generation ended on a stop token that was left out (vLLM drops the matched eos,
+    `<|return|>`, from ids and text alike), so the last message is whole, not cut off."""
     if stopped and msgs and msgs[-1].end is None:
         last = msgs[-1]
         msgs[-1] = HarmonyMessage(last.role, last.channel, last.recipient, last.content, "<|return|>")
-    return harmony_verdict(msgs, malformed, raw())
+    return msgs
 
 
-def parse_harmony_text(text: str) -> Parsed:
+def parse_harmony_ids(ids: Sequence[int], tokenizer: Any, stopped: bool = False) -> Parsed:
+    segs, raw = segments_from_ids(ids, tokenizer)
+    msgs, malformed = harmony_messages(segs)
+    return harmony_verdict(_closed(msgs, stopped), malformed, raw())
+
+
+def parse_harmony_text(text: str, stopped: bool = False) -> Parsed:
+    """Text that kept its special tokens: an endpoint asked for them (vLLM: `skip_special_tokens: false`)."""
     msgs, malformed = harmony_messages(segments_from_text(text))
-    return harmony_verdict(msgs, malformed, text)
+    return harmony_verdict(_closed(msgs, stopped), malformed, text)
 
 
 # --------------------------------------------------------------------------------------------- one entry
@@ -258,8 +266,8 @@ def parse(
         if ids is not None and tokenizer is not None:
             return parse_harmony_ids(ids, tokenizer, stopped)
         if "<|message|>" in text:
-            return parse_harmony_text(text)
-        return Parsed(None, None, text, "harmony_stripped", "no token ids and no harmony markers in the text")
+            return parse_harmony_text(text, stopped)
+        return Parsed(None, None, text, "harmony_stripped", _STRIPPED)
     if fmt == "none":
         return Parsed(None, text, text)
     if fmt in ("think", "think_prompted"):
@@ -269,15 +277,33 @@ def parse(
     )
 
 
-def from_server(reasoning: str | None, content: str | None, fmt: str) -> Parsed:
+_STRIPPED = (
+    "no token ids and no harmony markers in the text (a server decoding without special tokens: send "
+    "engine.extra_body.skip_special_tokens=false to vLLM, or serve with its harmony/gpt-oss parser)"
+)
+
+
+def reply_format(fmt: str, reasoning: str | None, content: str | None) -> str:
+    """An endpoint's format, `auto` decided by the reply itself: a server-side split or plain text is
+    `think`; a body that kept harmony's special tokens (vLLM with skip_special_tokens=false), or shows the
+    channel names they leave behind when stripped (`analysis…assistantfinal…`), is harmony."""
+    if fmt != "auto":
+        return fmt
+    if reasoning is None and ("<|message|>" in (content or "") or channel_markers(content or "")):
+        return "harmony"  # kept its tokens, or lost them (a `harmony_stripped` rejection that names the fix)
+    return "think"
+
+
+def from_server(reasoning: str | None, content: str | None, fmt: str, stopped: bool = False) -> Parsed:
     """An endpoint's separate reasoning and content (vLLM: `message.reasoning`; others
-    `reasoning_content`); without a server-side split, the content is parsed as text."""
+    `reasoning_content`); without a server-side split, the content is parsed as text (`stopped`: the
+    server's finish_reason was "stop")."""
     if reasoning is not None:
         p = Parsed(reasoning.strip("\n"), content or "", student_format(reasoning, content))
         if bad := channel_markers(p.reasoning) or channel_markers(p.answer or ""):
             return Parsed(None, None, p.raw, "channel_markers", bad)
         return p
-    return parse(fmt if fmt != "auto" else "think", content or "")
+    return parse(reply_format(fmt, reasoning, content), content or "", stopped=stopped)
 
 
 def channel_markers(text: str) -> str | None:

@@ -112,10 +112,11 @@ def parse_completion(http, url: str, fmt: str = "auto") -> Completion:
         )
     # No content but reasoning: the answer never came (truncated or stopped while thinking), so the think
     # block stays open and the sample has no response, as a local engine's raw text would.
+    fmt = formats.reply_format(fmt, reasoning, content)
     if content is None:
         p = formats.Parsed(None, None, f"{THINK_OPEN}\n{reasoning.strip(chr(10))}")
     else:
-        p = formats.from_server(reasoning, content, fmt)
+        p = formats.from_server(reasoning, content, fmt, stopped=finish == "stop")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     tokens = [
         usage.get(k) if isinstance(usage.get(k), int) else 0 for k in ("prompt_tokens", "completion_tokens")
@@ -153,7 +154,7 @@ class OpenAIEngine:
             base_url=cfg.base_url, api_key=key or "EMPTY", max_retries=0, timeout=cfg.timeout_s
         )
         self.counters: Counter = Counter()  # the last generate call's retries and give-ups, by cause
-        self.format = formats.resolve(model.reasoning_format)
+        self.format = formats.resolve(model.reasoning_format, endpoint=True)  # `auto`: each reply decides
 
     async def _attempt(self, b: _Batch, r: Request, j: int, extra: dict) -> Completion:
         o = self.openai
