@@ -27,6 +27,10 @@ import sys
 import tempfile
 import time
 
+# This checkout's `distill`, not whichever one the environment has installed (an editable install of
+# another worktree would otherwise be what the stage side measures: the script's folder is bench/).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # Answer kinds by share of problems, roughly as in MATH-style sets (AIME: integers only).
 KINDS = {
     "int": 55,

@@ -132,7 +132,8 @@ for speed_up in V.mv_speedups.ALL:
 from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
 active = [getattr(_Latex2Sympy.create_parser, "_distill_two_stage", False),
           getattr(_Latex2Sympy.parse_number, "_distill_memo", False),
-          getattr(parser.parse_latex_cached, "_distill_memo", False)]
+          getattr(parser.parse_latex_cached, "_distill_memo", False),
+          getattr(parser.extract_latex, "_distill_fast", False)]
 print(json.dumps({"n": len(texts), "same": parse_all() == plain, "active": active}))
 """
 

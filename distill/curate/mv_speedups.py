@@ -10,11 +10,16 @@ never at import. `tests/test_verify.py` checks each against plain math-verify on
 from __future__ import annotations
 
 import cmath
+import re
 from collections.abc import Callable
+
+from distill.curate import decision_log
+from distill.curate.mv_extract import fast_extract_latex
 
 MEMO_MAX = 200_000  # entries per memo (per process)
 MEMO_MAX_BYTES = 256 << 20  # estimated bytes per memo (per process): long answers cost more than short ones
-REPLAY_STATS = {"recorded": 0, "replayed": 0}  # parser decisions (this process), for tests and profiles
+REPLAY_STATS = {"recorded": 0, "replayed": 0, "shared": 0}  # parser decisions (this process): tests, profiles
+_LOG = decision_log.ACTIVE  # [the DecisionLog this process shares its recorded decisions through, or None]
 
 
 class Memo:
@@ -86,13 +91,19 @@ def memoise_latex_parser() -> None:
     parser.parse_latex_cached = parse_latex_memo
 
 
+_DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
+
+
 def memoise_number_literals() -> None:
     """latex2sympy's number literals behind a memo, digit strings without sympy's expression parser.
 
     `_Latex2Sympy.parse_number` ends in `sympy.Number(text)`, which runs `sympify` -> `parse_expr` (an
     `exec`) for every literal: about 1 ms, a third of a typical answer's parse. It is a pure function of
     `text` (it reads no parser state) and sympy numbers are immutable, so a memo is exact; for a string of
-    digits `sympy.Number` is `Integer(int(text))` (leading zeros are stripped first, as the original does).
+    digits `sympy.Number` is `Integer(int(text))` (leading zeros are stripped first, as the original does),
+    and for ASCII `digits.digits` it is `Float(text)`: `parse_expr`'s `auto_number` turns the one NUMBER
+    token into `Float('text')` (`repeated_decimals` only acts on a following `[`), the same call with the
+    same string, so the same precision (tests compare `_mpf_` and `_prec` on thousands of literals).
     """
     import sympy
     from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
@@ -105,8 +116,12 @@ def memoise_number_literals() -> None:
     def parse_number(self, text: str):  # noqa: ANN202 (a sympy Number)
         if (hit := memo.get(text)) is None:
             digits = text.replace(",", "")
-            ascii_digits = digits.isascii() and digits.isdigit()  # str.isdigit alone takes '５', '²'
-            hit = sympy.Integer(int(digits)) if ascii_digits else inner(self, text)
+            if digits.isascii() and digits.isdigit():  # str.isdigit alone takes '５', '²'
+                hit = sympy.Integer(int(digits))
+            elif _DECIMAL.fullmatch(digits):
+                hit = sympy.Float(digits)
+            else:
+                hit = inner(self, text)
             memo.put(text, hit)
         return hit
 
@@ -208,11 +223,23 @@ def two_stage_latex_parser() -> None:
             except Exception as e:  # a syntax error under LL: every input with these token types has it
                 if key is not None and type(e) is Exception:  # the grammar listener's (not a RecursionError)
                     memo.put(key, _FAILS)
+                    if _LOG[0] is not None:
+                        _LOG[0].publish(key, None)
                 raise
         if key is not None:
             memo.put(key, tuple(rec))
             REPLAY_STATS["recorded"] += 1
+            if _LOG[0] is not None:
+                _LOG[0].publish(key, tuple(rec))
         return tree
+
+    def shared(key: str):  # noqa: ANN202 (decisions, _FAILS or None)
+        """Before paying for a new key: what other processes have recorded since the last look."""
+        for k, alts in _LOG[0].pull():
+            if memo.get(k) is None:  # this process's own records come back too
+                memo.put(k, _FAILS if alts is None else alts)
+                REPLAY_STATS["shared"] += 1
+        return memo.get(key)
 
     def create_parser(self, latex_str: str):  # noqa: ANN202 (PSParser)
         parser = create_ll(self, latex_str)
@@ -222,7 +249,9 @@ def two_stage_latex_parser() -> None:
             key = _token_key(parser)
             if key is None:
                 return two_stage(self, latex_str, create_ll_with_math(self, latex_str), None)
-            if (alts := memo.get(key)) is None:
+            if (alts := memo.get(key)) is None and _LOG[0] is not None:
+                alts = shared(key)
+            if alts is None:
                 return two_stage(self, latex_str, parser, key)
             if alts is _FAILS:
                 raise SyntaxFails(f"the token types of {latex_str!r} do not parse (replayed)")
@@ -365,4 +394,5 @@ def surely_unequal(g, p, timeout_s: int = 5) -> bool:  # noqa: ANN001 (sympy Bas
     return True
 
 
-ALL: tuple[Callable[[], None], ...] = (memoise_latex_parser, memoise_number_literals, two_stage_latex_parser)
+ALL: tuple[Callable[[], None], ...] = (memoise_latex_parser, memoise_number_literals, two_stage_latex_parser,
+                                       fast_extract_latex)  # fmt: skip

@@ -7,8 +7,8 @@ parses each distinct string once, and settles each distinct pair of parsed expre
 strings parse to one expression). What is left is ANTLR, which `mv_speedups` makes cheap: a parse's
 decisions depend only on its token types, so they are recorded once per token-type sequence and replayed
 for every answer of the same shape (full-LL prediction, which ANTLR never caches, was most of a parse);
-before the workers fork, the parent parses one answer of each shape (`parse_shapes`) so that no worker
-pays for a shape again. `mv_speedups` also caches pure functions and settles a wrong answer's
+the workers share what they record as they go (`decision_log`), so a shape is paid for once, by the
+first worker that meets it. `mv_speedups` also caches pure functions and settles a wrong answer's
 comparisons by value where math-verify's own rules can only say False. No step changes an input string
 or a verdict; `bench/curate_verify.py` and tests check that on large generated sets.
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from distill.curate import mv_speedups
+from distill.curate import decision_log, mv_settle, mv_speedups
 from distill.curate import strict as strict_rules
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool =
     equal when stripped and non-empty, a string and an expression never, two expressions by
     `sympy_expr_eq`. The last is the only costly one: `_expr_verdict` settles it once per pair of parsed
     expressions (many distinct answers parse to one expression: `42`, `\\boxed{42}`, `42 \\text{ cm}`), and
-    skips `simplify` where `surely_unequal` settles a wrong answer. Strict mode only removes Trues.
+    skips `simplify` and set algebra where `surely_false` or `surely_unequal` settles a wrong answer. Strict mode only removes Trues.
     """
     from sympy import Basic
     from sympy.matrices import MatrixBase
@@ -89,6 +89,13 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool =
 
 
 _VERDICTS = mv_speedups.Memo()
+_GOLD: list = [None, None]  # the last gold expression compared and its srepr key (a group's gold repeats)
+
+
+def _gold_key(g) -> str | None:  # noqa: ANN001 (sympy Basic)
+    if _GOLD[0] is not g:  # held here, so an `is` match is this very (immutable) object
+        _GOLD[0], _GOLD[1] = g, mv_speedups.srepr_key(g)
+    return _GOLD[1]
 
 
 def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sympy Basic)
@@ -101,11 +108,11 @@ def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sym
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
-    kg, kp = mv_speedups.srepr_key(g), mv_speedups.srepr_key(p)
+    kg, kp = _gold_key(g), mv_speedups.srepr_key(p)
     key = f"{int(strict)}|{kg}|{kp}" if kg is not None and kp is not None else None
     if key is not None and (hit := _VERDICTS.get(key)) is not None:
         return hit
-    if not (isinstance(g, str) or isinstance(p, str)) and mv_speedups.surely_unequal(g, p, t.verify_s):
+    if mv_settle.surely_false(g, p) or mv_speedups.surely_unequal(g, p, t.verify_s):
         out = False
     else:
         try:
@@ -228,9 +235,15 @@ def _warm() -> None:
     mv_parse("1")
 
 
+def _worker_init(log_path: str) -> None:
+    _warm()
+    decision_log.share(decision_log.DecisionLog(log_path))
+
+
 # One of each construct that answers use. ANTLR builds its prediction DFA lazily, per process: a cold
 # parser spends ~60 ms on a LaTeX answer, a warm one ~2 ms. Parsing these once in the parent before the
-# workers fork hands every worker a warm DFA instead of each paying the warm-up on real answers.
+# workers fork hands every worker the DFA states that all answers share (0.5 CPU-s here saved ~1 CPU-s
+# of the workers' on the bench; the shape-specific states are left to the workers and the decision log).
 WARM_LATEX = (
     "\\frac{3}{7}", "\\dfrac{12}{5}", "3\\sqrt{2}", "\\sqrt{18}", "2 \\sqrt 3", "2\\cdot\\sqrt{5}", "3\\pi",
     "\\pi \\cdot 2", "\\{1, 2, 3\\}", "1, 2, 3", "[-3, 5)", "(-2, 4]", "[ -1 , 2 )", "\\text{(A)}", "\\textbf{B}",
@@ -247,35 +260,6 @@ def warm_parser(groups: list[tuple[str | None, list[str]]], t: Timeouts) -> None
     _warm()
     for text in WARM_LATEX:
         mv_parse(text, t)
-
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def shape_representatives(groups: list[tuple[str | None, list[str]]]) -> list[str]:
-    """The first answer of each shape (its text with every digit run read as `0`); integers excluded."""
-    seen: dict[str, str] = {}
-    for ref, preds in groups:
-        for text in [ref, *preds] if ref is not None else preds:
-            if not _INT.fullmatch(text):
-                seen.setdefault(_DIGITS.sub("0", text), text)
-    return list(seen.values())
-
-
-def parse_shapes(groups: list[tuple[str | None, list[str]]], t: Timeouts) -> int:
-    """Parses here the first answer of each shape (`shape_representatives`); returns how many.
-
-    Called in the parent before the workers fork. A new shape costs ANTLR 20-70 ms (its prediction DFA
-    grows, full-LL decisions are recomputed every time), a shape already met ~1.5 ms: its decisions are
-    replayed (`mv_speedups.two_stage_latex_parser`). Paid here once, every worker inherits the DFA, the
-    recordings and the parses (memoised, so none is wasted) instead of each worker paying for every
-    shape it meets. Measured against a parallel first pass that shipped recordings back: less CPU in all
-    (the DFA is built once, not once per worker).
-    """
-    reps = shape_representatives(groups)
-    for text in reps:
-        fast_parse(text, t)
-    return len(reps)
 
 
 class Verifier:
@@ -299,6 +283,7 @@ class Verifier:
         self.strict = strict  # `strict.py`'s rules on top of math-verify (curate: `verify.strict`)
         self.keep_pool = keep_pool
         self._pool: ProcessPoolExecutor | None = None
+        self._log: decision_log.DecisionLog | None = None
         self.distinct_pairs = 0
         self.distinct_references = 0
         self.unparsed_references: set[str] = set()  # references math-verify cannot parse (this call's)
@@ -352,7 +337,7 @@ class Verifier:
                 yield b, _verify_groups(b, self.timeouts, self.strict)
             return
         total = sum(len(p) + 1 for _, p in groups)
-        size = max(8, min(256, total // (self.num_workers * 8) or 8))
+        size = max(8, min(64, total // (self.num_workers * 8) or 8))  # small: a short tail on one worker
         ex = self._executor(groups)
         try:
             futs = {
@@ -368,19 +353,28 @@ class Verifier:
             self.close()
 
     def _executor(self, groups: list) -> ProcessPoolExecutor:
-        """The worker pool, started (and, with fork, warmed on `groups` first) when there is none."""
+        """The worker pool, started (and, with fork, warmed on `groups` first) when there is none.
+
+        Its workers share the parser decisions they record (`decision_log`, which lives as long as the
+        pool): a new answer shape is paid for once, by the first worker to meet it, in parallel, instead
+        of in a serial pass before the fork."""
         if self._pool is None:
             import multiprocessing as mp
 
             if self.start_method == "fork":
                 warm_parser(groups, self.timeouts)
-                parse_shapes(groups, self.timeouts)
             ctx = mp.get_context(self.start_method)
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=ctx, initializer=_warm)
+            self._log = decision_log.DecisionLog.create()
+            self._pool = ProcessPoolExecutor(
+                self.num_workers, mp_context=ctx, initializer=_worker_init, initargs=(self._log.path,)
+            )
         return self._pool
 
     def close(self) -> None:
-        """Stops the worker pool, if one is running."""
+        """Stops the worker pool, if one is running, and removes its decision log."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._log is not None:
+            self._log.remove()
+            self._log = None
