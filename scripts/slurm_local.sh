@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Slurm cluster with two emulated nodes on this one machine, for tests (see shared notes).
-#   scripts/slurm_local.sh start    install Debian's Slurm if missing, start munge + slurmctld + 2 slurmd
+#   scripts/slurm_local.sh install  install Debian's Slurm if missing (.ci/run does it before the suite)
+#   scripts/slurm_local.sh start    install if missing, start munge + slurmctld + 2 slurmd
 #   scripts/slurm_local.sh stop     cancel jobs, stop only the daemons this script started
 #   scripts/slurm_local.sh env      print `export SLURM_CONF=...` for clients
 # Why root and no systemd: CI runs as root in a container; the daemons run in the foreground under setsid.
@@ -98,8 +99,9 @@ stop() {
 }
 
 case "${1:-}" in
+  install) install ;;
   start) start ;;
   stop) stop ;;
   env) echo "export SLURM_CONF=$CONF" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
 esac
