@@ -107,3 +107,16 @@ def summary_table(title: str, values: dict[str, Any]) -> None:
         if not isinstance(v, (dict, list)):
             table.add_row(k, _fmt(v))
     Console(file=sys.stdout, width=100).print(table)
+
+
+def rows_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    """One row per item (a phase, a model): a stage with several of them stays a few lines on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*(_fmt(v) for v in r))
+    Console(file=sys.stdout, width=120).print(table)

@@ -56,6 +56,8 @@ def _phases(paths: Paths, cur: Manifest | None) -> list[str]:
     ]
     for m in ms:
         ph = m.config["phase"]
+        if m.config.get("kind") == "on_policy":  # trained on the student's samples of the source's problems
+            rows[ph] = f"{m.metrics.get('prompts')} prompts (on-policy)"
         lines.append(
             f"| {ph} | {rows.get(ph, '-')} | {m.config.get('strategy')} | {m.metrics.get('world_size')} "
             f"| {m.metrics.get('global_step')} | {m.metrics.get('final_loss', float('nan')):.4f} | `{m.key}` |"

@@ -64,3 +64,27 @@ def run_summary(trainer: Any, resumed_from: str | None, seconds: float, world: i
         "wall_s": seconds,
         "log_history": hist,
     }
+
+
+PHASE_COLUMNS = [
+    "phase",
+    "kind",
+    "ranks",
+    "steps",
+    "first loss",
+    "final loss",
+    "resumed at",
+    "wall s",
+    "tokens/s",
+]
+
+
+def phase_row(phase: str, x: dict[str, Any]) -> list[Any]:
+    """A phase's line of the console table (the manifest keeps every metric). tokens/s: trained tokens
+    (SFT) or teacher-scored prompt + completion tokens (on-policy) per second of training."""
+    tokens = x.get("tokens_per_s")
+    if tokens is None and x.get("teacher_forward_tokens") and x.get("train_runtime_s"):
+        tokens = x["teacher_forward_tokens"] / x["train_runtime_s"]
+    resumed = x.get("resume_step") if x.get("resumed_from") else None
+    return [phase, x.get("kind", "sft"), x.get("world_size"), x.get("global_step"), x.get("first_loss"),
+            x.get("final_loss"), resumed, x.get("wall_s"), tokens]  # fmt: skip

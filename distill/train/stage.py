@@ -33,11 +33,12 @@ from distill.core.manifest import (
     upstream,
 )
 from distill.core.paths import Paths
-from distill.core.report import summary_table
+from distill.core.report import rows_table
 from distill.core.secrets import scrub
 from distill.core.shards import dataset_files
 from distill.engines.base import model_location
 from distill.train import on_policy
+from distill.train.args import PHASE_COLUMNS, phase_row
 from distill.train.ranks import launch_phase as _launch
 from distill.train.ranks import reset_if_stale
 from distill.train.teacher_server import TeacherServer
@@ -67,6 +68,7 @@ class PhaseOverride:
     per_device_batch_size: int | None = None
     grad_accum: int | None = None
     seed: int | None = None
+    logging_steps: int | None = None  # not in the key (NOT_IN_KEY): a short phase can log every step
 
 
 @dataclass
@@ -372,8 +374,5 @@ def run(cfg: DictConfig, paths: Paths) -> Manifest:
         timings={"total_s": time.perf_counter() - t_start},
     )
     m.write(out_dir)
-    summary_table(
-        "train",
-        {f"{p.config['phase']}.{k}": v for p in phases for k, v in p.metrics.items() if k != "eval"},
-    )
+    rows_table("train", PHASE_COLUMNS, [phase_row(p.config["phase"], p.metrics) for p in phases])
     return m
