@@ -34,6 +34,30 @@ def _vllm_cache(tmp_path_factory) -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
 
 
+# pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): a test file is one group, so its module and
+# session fixtures are built once, on one worker; the e2e files share one (one toy run serves both).
+GROUPS = {"test_e2e_onpolicy": "test_e2e"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.stem, item.path.stem)))
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> tuple[Path, str, float]:
+    """The whole default pipeline (`python -m distill`, experiment=toy) in a fresh run root: (run dir, what
+    the user's console showed, wall seconds). Shared by tests/test_e2e.py and tests/test_e2e_onpolicy.py."""
+    root = tmp_path_factory.mktemp("e2e")
+    t0 = time.monotonic()
+    out = subprocess.run(
+        distill_cmd(f"run.root={root}"), cwd=REPO, capture_output=True, text=True, timeout=1200
+    )
+    wall = time.monotonic() - t0
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return root / "toy", out.stdout + out.stderr, wall
+
+
 @contextmanager
 def hydra_ctx() -> Iterator[None]:
     from hydra import initialize_config_dir

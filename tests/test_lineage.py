@@ -183,7 +183,7 @@ def test_planted_secrets_stay_out_of_the_train_plan_and_wandb(tmp_path, monkeypa
 
     monkeypatch.setattr(train, "_launch", no_ranks)
     with pytest.raises(RuntimeError, match="stopped before the ranks"):
-        run_distill(["stage=train", f"run.root={tmp_path / 'runs'}", "run.name=t", "wandb.enabled=false",
+        run_distill(["stage=train", f"run.root={tmp_path / 'runs'}", "run.name=t", "wandb.enabled=false", "stage.phases=[phase1]",
                      f"+student.hf_token={SECRET}", f"student.path=https://u:{SECRET}@hub.example/m"])  # fmt: skip
     plan = (tmp_path / "runs" / "t" / "train" / "phase1" / "plan.json").read_text()
     assert SECRET not in plan

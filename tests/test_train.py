@@ -231,7 +231,7 @@ def test_config_and_launch_command():
         root = compose_root([])
         assert "train" in root.pipeline
         cfg = resolve_stage(root, "train", ["stage.strategy=zero3"])
-    assert cfg.stage.name == "train" and list(cfg.stage.phases) == ["phase1", "phase2"]
+    assert cfg.stage.name == "train" and list(cfg.stage.phases) == ["phase1", "phase2", "onpolicy"]
     assert cfg.stage.strategy == "zero3" and cfg.stage.num_processes == 2
     cmd = accelerate_command(LaunchSpec(num_processes=2, strategy="zero3"), "distill.train.worker", ["--x"])
     assert cmd[-3:] == ["--module", "distill.train.worker", "--x"] and "--multi_gpu" in cmd

@@ -23,7 +23,8 @@ from test_train import fake_curate, student_dir, worker_plan
 from conftest import REPO, distill_cmd, procs_with, run_distill
 
 SECRETS = {"OPENAI_API_KEY": "sk-distill-test-secret-0451", "HF_TOKEN": "hf_distilltestsecret0451"}
-FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3", "stage.logging_steps=2"]
+FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3", "stage.logging_steps=2",
+        "stage.phases=[phase1,phase2]"]  # fmt: skip
 
 
 def overrides(root: Path, student: Path, *extra: str) -> list[str]:
