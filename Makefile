@@ -1,5 +1,6 @@
 # make demo: create .venv if missing, install the CPU stack, run the default pipeline on the toy world.
-# make test: the test suite (what CI runs), in the same environment.
+# make test: the test suite (what CI runs), in the same environment: two test files at a time (pytest-xdist;
+#   TEST_WORKERS=1 for one), each file on one worker so that its fixtures are built once (tests/conftest.py).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
@@ -7,6 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test lint format bench toy clean
 
@@ -17,7 +19,7 @@ demo: install
 	$(PY) -m distill $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check distill tests bench scripts
