@@ -37,11 +37,16 @@ def _vllm_cache(tmp_path_factory) -> None:
 # pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): a test file is one group, so its module and
 # session fixtures are built once, on one worker; the e2e files share one (one toy run serves both).
 GROUPS = {"test_e2e_onpolicy": "test_e2e"}
+# The longest groups go first (measured, slowest first), so that no worker starts one near the end.
+FIRST = ["test_e2e", "test_slurm", "test_train_dist", "test_toy_harmony", "test_vllm", "test_on_policy"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    group = {item: GROUPS.get(item.path.stem, item.path.stem) for item in items}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.stem, item.path.stem)))
+        item.add_marker(pytest.mark.xdist_group(group[item]))
+    rank = {g: i for i, g in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(group[item], len(FIRST)))  # stable: file order otherwise
 
 
 @pytest.fixture(scope="session")
