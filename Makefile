@@ -19,7 +19,7 @@ demo: install
 	$(PY) -m distill $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check distill tests bench scripts

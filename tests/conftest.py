@@ -34,25 +34,21 @@ def _vllm_cache(tmp_path_factory) -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
 
 
-# pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): a test file is one group, so its module and
-# session fixtures are built once, on one worker; the e2e files share one (one toy run serves both).
-GROUPS = {"test_e2e_onpolicy": "test_e2e"}
-# The longest groups go first (measured, slowest first), so that no worker starts one near the end.
+# pytest-xdist (`make test` runs `-n 2 --dist loadfile`): a test file runs on one worker, so its module and
+# session fixtures are built once. The longest files go first (measured, slowest first), so that no worker
+# starts one near the end.
 FIRST = ["test_e2e", "test_slurm", "test_train_dist", "test_toy_harmony", "test_vllm", "test_on_policy"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
-    group = {item: GROUPS.get(item.path.stem, item.path.stem) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item]))
     rank = {g: i for i, g in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(group[item], len(FIRST)))  # stable: file order otherwise
+    items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))  # stable: file order otherwise
 
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> tuple[Path, str, float]:
     """The whole default pipeline (`python -m distill`, experiment=toy) in a fresh run root: (run dir, what
-    the user's console showed, wall seconds). Shared by tests/test_e2e.py and tests/test_e2e_onpolicy.py."""
+    the user's console showed, wall seconds); tests/test_e2e.py checks it."""
     root = tmp_path_factory.mktemp("e2e")
     t0 = time.monotonic()
     out = subprocess.run(
@@ -178,3 +174,39 @@ def output_bytes(stage_dir: Path, name: str) -> dict[str, bytes]:
 
     m = Manifest.read(Path(stage_dir) / "manifest.json")
     return {p.name: p.read_bytes() for p in dataset_files(m.outputs[name])}
+
+
+@pytest.fixture(scope="module")
+def served(toy_run, tmp_path_factory):
+    """The export's serve.sh exactly as written, from another directory, with the venv on PATH (as an
+    activated venv has it) and only PORT set; yields (base URL, start-up seconds, process, log)."""
+    out = toy_run[0] / "export"
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "VLLM_CPU_KVCACHE_SPACE")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PORT=str(port))
+    t0 = time.monotonic()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            [str(out / "serve.sh")], cwd=log.parent, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        while time.monotonic() - t0 < 600:
+            assert proc.poll() is None, f"serve.sh exited: {log.read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            raise TimeoutError(f"serve.sh not ready in 600 s: {log.read_text()[-3000:]}")
+        startup = time.monotonic() - t0
+        print(f"[e2e] serve.sh ready in {startup:.1f} s")
+        yield url, startup, proc, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()

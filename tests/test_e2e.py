@@ -3,8 +3,9 @@
 One run (a session fixture) serves every test here: its rerun must be a no-op, the bundle must load and
 stop at EOS, its serve.sh must serve it under concurrent seeded load and behind LiteLLM's Router, the
 router.yaml and the card must agree with the manifests, and the student must have learned (the toy
-world's proof that distillation works). Its third phase is on-policy (issue 16), and what the export ships;
-tests/test_e2e_onpolicy.py checks that phase on the same run (conftest's `toy_run`).
+world's proof that distillation works). Its third phase is on-policy (issue 16), what the export ships:
+trained on 2 ranks from phase 2's weights, and, in a copy of the run, killed after a checkpoint and resumed.
+The run (`toy_run`) and its served bundle (`served`) are conftest's fixtures.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
-from conftest import REPO, distill_cmd, free_port, output_rows
+from conftest import REPO, distill_cmd, output_rows, procs_with
 
 pytestmark = pytest.mark.slow
 STAGES = ["generate", "curate", "train", "eval", "export"]
@@ -83,6 +85,68 @@ def test_distillation_works(toy_run):
     assert shipped(run) == PHASES[-1]  # export ships the last phase by default
 
 
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_onpolicy_phase_trained_on_two_ranks_from_phase2(toy_run):
+    run = toy_run[0]
+    p2, op = run / "train" / "phase2", run / "train" / "onpolicy"
+    m = json.loads((run / "train" / "manifest.json").read_text())
+    mm = m["metrics"]["onpolicy"]
+    assert mm["kind"] == "on_policy" and mm["world_size"] == 2 and mm["global_step"] == mm["max_steps"] == 16
+    plan = json.loads((op / "plan.json").read_text())
+    assert plan["kind"] == "on_policy" and plan["init_model"] == str(p2 / "final")
+    assert Path(plan["on_policy"]["teacher"]).resolve() == (REPO / "data" / "toy" / "teacher").resolve()
+    assert plan["on_policy"]["beta"] == 1.0  # reverse KL
+    assert m["outputs"]["model"]["path"] == str(op / "final") and m["config"]["phases"] == PHASES
+    w2, w3 = weights(p2 / "final"), weights(op / "final")
+    assert w2.keys() == w3.keys() and any(not torch.equal(w2[k], w3[k]) for k in w2)
+    assert mm["teacher_forward_tokens_per_step"] > mm["student_generated_tokens_per_step"] > 0
+    hist = json.loads((op / "train_log.json").read_text())["log_history"]
+    losses = [r["loss"] for r in hist if "loss" in r]  # logged every step; that it falls: test_on_policy.py
+    assert len(losses) == 16 and all(math.isfinite(x) for x in losses)
+
+
+def test_kill_during_onpolicy_resumes_from_its_checkpoint(toy_run, tmp_path):
+    """A copy of the run with phases 1-2 done retrains only the on-policy phase, at lr 0: SIGKILLed after
+    its first checkpoint and rerun, it resumes there, and its final weights equal phase 2's, tensor for
+    tensor (so it also started from them)."""
+    src = toy_run[0]
+    root = tmp_path / "r"
+    for rel in ("curate", "train/phase1", "train/phase2"):  # up to date in the copy: not retrained
+        shutil.copytree(src / rel, root / "toy" / rel, symlinks=True)
+    # 8 steps of shorter samples still put a checkpoint (step 2) between start and end
+    ov = ["stage=train", f"run.root={root}", "wandb.enabled=false", "stage.save_steps=2",
+          "stage.per_phase.onpolicy.lr=0.0", "stage.per_phase.onpolicy.epochs=0.16",
+          "stage.per_phase.onpolicy.max_new_tokens=24"]  # fmt: skip
+    op = root / "toy" / "train" / "onpolicy"
+    proc = subprocess.Popen(distill_cmd(*ov), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not list(op.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.time() < deadline, (
+            "the phase ended or stalled before a checkpoint"
+        )
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    while procs_with(str(op / "plan.json")):
+        assert time.time() < deadline, "orphaned ranks survived the kill"
+        time.sleep(0.2)
+    assert not (op / "manifest.json").exists()
+    out = subprocess.run(distill_cmd(*ov), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "train phase1: up to date" in out.stdout and "train phase2: up to date" in out.stdout
+    m = json.loads((op / "manifest.json").read_text())["metrics"]
+    assert m["resumed_from"] and 2 <= m["resume_step"] < m["global_step"] == m["max_steps"]
+    assert "resuming from" in (op / "ranks.log").read_text()
+    w2, w3 = weights(root / "toy" / "train" / "phase2" / "final"), weights(op / "final")
+    assert w2.keys() == w3.keys()
+    for k in w2:
+        assert torch.equal(w2[k], w3[k]), k
+
+
 def test_bundle_loads_and_stops_at_eos(toy_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -120,42 +184,6 @@ def test_card_parses_back_to_the_run(toy_run):
     from test_export import check_card
 
     check_card(toy_run[0])
-
-
-@pytest.fixture(scope="module")
-def served(toy_run, tmp_path_factory):
-    """The export's serve.sh exactly as written, from another directory, with the venv on PATH (as an
-    activated venv has it) and only PORT set; yields (base URL, start-up seconds, process, log)."""
-    out = toy_run[0] / "export"
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "VLLM_CPU_KVCACHE_SPACE")}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PORT=str(port))
-    t0 = time.monotonic()
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(
-            [str(out / "serve.sh")], cwd=log.parent, env=env, stdout=f, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        while time.monotonic() - t0 < 600:
-            assert proc.poll() is None, f"serve.sh exited: {log.read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise TimeoutError(f"serve.sh not ready in 600 s: {log.read_text()[-3000:]}")
-        startup = time.monotonic() - t0
-        print(f"[e2e] serve.sh ready in {startup:.1f} s")
-        yield url, startup, proc, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_serve_sh_under_concurrent_seeded_load(toy_run, served):
