@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OP = {"lr": 1e-3, "epochs": 2, "per_device_batch_size": 4, "max_new_tokens": 160, "beta": 1.0}
+OP = {"lr": 1e-3, "epochs": 2, "per_device_batch_size": 4, "max_new_tokens": 160, "beta": 1.0}  # toy_onpolicy
+TOY_OP = {
+    "lr": 5e-4,
+    "epochs": 0.32,
+    "per_device_batch_size": 4,
+    "max_new_tokens": 64,
+    "beta": 1.0,
+}  # toy.yaml's
 
 
 def distill(run: Path, *overrides: str) -> None:
@@ -83,20 +90,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/toy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--phase", choices=["long", "toy"], default="long",
+                    help="long: experiment=toy_onpolicy's phase (98 steps); toy: experiment=toy's (16 steps)")  # fmt: skip
     a = ap.parse_args()
+    op_spec = OP if a.phase == "long" else TOY_OP
     run = Path(a.run).resolve()
     if not (run / "eval" / "phase2" / "manifest.json").exists():
         distill(run, "pipeline=[generate,curate,train,eval]")
     p2_tokens = read(run / "train" / "phase2" / "manifest.json")["metrics"]["train_tokens_per_epoch"]
     cost, op_runs, sft_runs = [], [], []
     for s in a.seeds:
-        r, m = phase(run, f"op{s}", {"kind": "on_policy", "source": "phase2", "seed": s, **OP})
+        r, m = phase(run, f"op{s}", {"kind": "on_policy", "source": "phase2", "seed": s, **op_spec})
         cost.append(m)
         op_runs.append(r)
         epochs = round(m["teacher_forward_tokens"] / p2_tokens, 4)
         r, _ = phase(
-            run, f"sft{s}", {"kind": "sft", "source": "phase2", "seed": s, "lr": OP["lr"], "epochs": epochs}
-        )
+            run,
+            f"sft{s}",  # the SFT phases' batch of 2 rows a rank (toy.yaml gives `onpolicy` 4 prompts)
+            {"kind": "sft", "source": "phase2", "seed": s, "lr": op_spec["lr"], "epochs": epochs,
+             "per_device_batch_size": 2},
+        )  # fmt: skip
         sft_runs.append(r)
         print(
             f"seed {s}: on-policy {m['teacher_forward_tokens']} student fwd+bwd tokens; SFT epochs {epochs}"
