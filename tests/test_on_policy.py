@@ -109,6 +109,17 @@ def test_vocab_mismatch_fails_at_config_time(tmp_path):
     assert not (tmp_path / "t" / "train" / "phase1").exists()  # nothing trained first
 
 
+def test_a_tokenizer_that_does_not_load_is_named_without_its_credentials(tmp_path):
+    """The check runs before any phase; huggingface_hub's message repeats the path, secrets and all."""
+    secret = "sk-PLANTED-vocab-0451"
+    fake_curate(tmp_path / "t", rows_per_phase=8)
+    with pytest.raises(
+        ValueError, match="student tokenizer https://\\*\\*\\*@hub.example/m does not load"
+    ) as e:
+        run_distill(overrides(tmp_path, f"student.path=https://u:{secret}@hub.example/m"))
+    assert secret not in str(e.value) and e.value.__cause__ is None and e.value.__suppress_context__
+
+
 @pytest.fixture(scope="module")
 def onpolicy_run(tmp_path_factory):
     """Phase 1 (one epoch of 32 problems) then 16 on-policy steps on 2 ranks."""

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.core.io import atomic_write_text
 from distill.core.manifest import model_fingerprint
 from distill.core.paths import Paths
+from distill.core.secrets import scrub_value
 from distill.core.shards import iter_dataset
 from distill.engines.base import model_location
 from distill.train import teacher_server
@@ -109,8 +110,8 @@ def check_vocab(student: str, teacher: str, student_revision: str | None = None,
     the models' output sizes, naming both tokenizers."""
     from transformers import AutoConfig, AutoTokenizer
 
-    s_tok = AutoTokenizer.from_pretrained(student, revision=student_revision)
-    t_tok = AutoTokenizer.from_pretrained(teacher, revision=teacher_revision)
+    s_tok = _tokenizer(AutoTokenizer, student, student_revision, "student")
+    t_tok = _tokenizer(AutoTokenizer, teacher, teacher_revision, "teacher")
     sv, tv = s_tok.get_vocab(), t_tok.get_vocab()
     if sv != tv:
         diff = sorted(set(sv.items()) ^ set(tv.items()), key=lambda x: x[1])[:3]
@@ -130,6 +131,16 @@ def check_vocab(student: str, teacher: str, student_revision: str | None = None,
             f"on-policy distillation: student {student} has {sizes['student']} output rows, teacher {teacher} "
             f"{sizes['teacher']}; the tokenizers match but the LM heads do not"
         )
+
+
+def _tokenizer(auto: Any, path: str, revision: str | None, role: str) -> Any:
+    """The library's own error repeats the path it was given, credentials in a URL included: re-raised
+    scrubbed, without the original chained (a traceback would print it)."""
+    try:
+        return auto.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as e:
+        msg = f"on-policy vocabulary check: the {role} tokenizer {path} does not load: {e}"
+        raise ValueError(scrub_value(msg)) from None
 
 
 def phase_spec(g: DictConfig, phase: str) -> dict[str, Any]:
