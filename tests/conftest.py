@@ -123,23 +123,32 @@ def start_vllm_server(args: list[str], port: int, timeout: float = 240) -> Itera
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}/v1"
+    with serving(proc, f"{url}/models", log, "vLLM server", time.monotonic() + timeout, grace=30):
+        yield url
+
+
+@contextmanager
+def serving(
+    proc: subprocess.Popen, ready_url: str, log: Path, what: str, deadline: float, grace: float
+) -> Iterator[None]:
+    """Until `ready_url` answers (failing at once with the log's tail if the server exits, or at
+    `deadline`), then the body; the server is terminated after it, killed if it outlives `grace`."""
     try:
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"vLLM server exited: {log.read_text()[-3000:]}"
+            assert proc.poll() is None, f"{what} exited: {log.read_text()[-3000:]}"
             try:
-                urllib.request.urlopen(f"{url}/v1/models", timeout=2)
+                urllib.request.urlopen(ready_url, timeout=2)
                 break
             except OSError:
                 time.sleep(1)
         else:
-            raise TimeoutError(f"vLLM server not ready: {log.read_text()[-3000:]}")
-        yield f"{url}/v1"
+            raise TimeoutError(f"{what} not ready: {log.read_text()[-3000:]}")
+        yield
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
 
@@ -167,6 +176,13 @@ def output_rows(stage_dir: Path, name: str, schema=None, columns: list[str] | No
     return [schema.check(r, f"{stage_dir}/{name}") for r in rows] if schema else rows
 
 
+def weights(model_dir: Path) -> dict:
+    """A saved model's tensors by name (model.safetensors), for tensor-for-tensor comparisons."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
 def output_bytes(stage_dir: Path, name: str) -> dict[str, bytes]:
     """A stage output's files, by name: what "byte-identical output" compares for a sharded dataset."""
     from distill.core.manifest import Manifest
@@ -191,22 +207,7 @@ def served(toy_run, tmp_path_factory):
             [str(out / "serve.sh")], cwd=log.parent, env=env, stdout=f, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        while time.monotonic() - t0 < 600:
-            assert proc.poll() is None, f"serve.sh exited: {log.read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise TimeoutError(f"serve.sh not ready in 600 s: {log.read_text()[-3000:]}")
+    with serving(proc, f"{url}/models", log, "serve.sh (600 s)", t0 + 600, grace=60):
         startup = time.monotonic() - t0
         print(f"[e2e] serve.sh ready in {startup:.1f} s")
         yield url, startup, proc, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()

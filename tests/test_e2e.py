@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from conftest import REPO, distill_cmd, output_rows, procs_with
+from conftest import REPO, distill_cmd, output_rows, procs_with, weights
 
 pytestmark = pytest.mark.slow
 STAGES = ["generate", "curate", "train", "eval", "export"]
@@ -83,10 +82,6 @@ def test_distillation_works(toy_run):
     print(f"[e2e] on-policy - phase 2: {statistics.fmean(d):+.3f} +- {se:.3f} (avg@k, paired)")
     assert statistics.fmean(d) >= -3 * se, (statistics.fmean(d), se)
     assert shipped(run) == PHASES[-1]  # export ships the last phase by default
-
-
-def weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 def test_onpolicy_phase_trained_on_two_ranks_from_phase2(toy_run):

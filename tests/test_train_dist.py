@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from test_train import fake_curate, student_dir, worker_plan
 
-from conftest import REPO, distill_cmd, procs_with, run_distill
+from conftest import REPO, distill_cmd, procs_with, run_distill, weights
 
 SECRETS = {"OPENAI_API_KEY": "sk-distill-test-secret-0451", "HF_TOKEN": "hf_distilltestsecret0451"}
 FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3", "stage.logging_steps=2",
@@ -29,10 +28,6 @@ FAST = ["stage.max_length=256", "stage.per_device_batch_size=2", "stage.lr=3e-3"
 
 def overrides(root: Path, student: Path, *extra: str) -> list[str]:
     return ["stage=train", f"run.root={root}", "run.name=t", f"student.path={student}", *FAST, *extra]
-
-
-def weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 def sha(path: Path) -> str:
