@@ -116,7 +116,7 @@ def trainer_factory(tmp_path_factory):
         init_distributed(plan)
         return build_trainer(plan)
 
-    make.files, make.student = files, student
+    make.files, make.student, make.cache = files, student, root / "out" / "data_cache"
     yield make
     AcceleratorState._reset_state(reset_partial_state=True)
     PartialState._reset_state()
@@ -296,3 +296,34 @@ def test_packed_rows_over_max_length_are_an_error_not_a_cut(trainer_factory):
     """Packing (BFD) would cut a longer row, losing its answer and end-of-turn: train refuses instead."""
     with pytest.raises(ValueError, match=r"phase1\.jsonl: row \d+ has \d+ tokens > max_length=20"):
         trainer_factory(packing=True, padding_free=True, max_length=20)
+
+
+def test_map_writes_are_bounded_by_tokens_and_leave_the_rows_alone(trainer_factory, monkeypatch):
+    """TRL's per-row tokenising and labelling maps buffer their rows as Python lists until a write; at
+    datasets' default 1,000 rows that is GBs per map process for long traces. The stage sizes a write from
+    the rows' mean length (MAP_WRITER_TOKENS' worth): forced to 2 rows here, every map the trainer runs
+    writes at most 2 rows at a time, and the prepared rows are those of TRL's default write size."""
+    import pyarrow as pa
+
+    from distill.train import worker
+
+    assert worker.writer_rows(100) == 1000 and worker.writer_rows(10_000) == 100
+    assert worker.writer_rows(5e6) == 1 and worker.writer_rows(0) == 1000
+    default = trainer_factory(packing=True, per_device_batch_size=2)
+    tok, rows = default.processing_class, worker.load_rows(str(trainer_factory.files["phase1"]))
+    lengths = [len(tok.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in rows]
+    before = set(trainer_factory.cache.rglob("cache-*.arrow"))
+    means = []
+    monkeypatch.setattr(worker, "writer_rows", lambda mean_tokens: means.append(mean_tokens) or 2)
+    bounded = trainer_factory(packing=True, per_device_batch_size=2)
+    assert means == [pytest.approx(sum(lengths) / len(lengths))]
+    written = set(trainer_factory.cache.rglob("cache-*.arrow")) - before
+    assert written, "the bounded build wrote no map cache of its own"
+    batches = []
+    for f in written:  # the maps' outputs (a shuffle's index file is not a map's)
+        with pa.memory_map(str(f)) as src:
+            stream = pa.ipc.open_stream(src)
+            if "input_ids" in stream.schema.names:
+                batches += [b.num_rows for b in stream]
+    assert max(batches) <= 2 and sum(batches) > 2, batches
+    assert bounded.train_dataset[:] == default.train_dataset[:]

@@ -4,6 +4,9 @@ leaves TRL's own behaviour in place rather than breaking training.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 from typing import Any
 
 
@@ -14,7 +17,6 @@ def score_label_positions_only(trainer: Any) -> None:
     (masked positions contribute exact zeros either way) for ~10% of a toy step. TRL's switch is a private
     module global, so it is set only around this trainer's loss and left alone if TRL renames it.
     """
-    import contextlib
 
     import trl.trainer.utils as trl_utils
 
@@ -37,3 +39,29 @@ def score_label_positions_only(trainer: Any) -> None:
             return compute_loss(*args, **kwargs)
 
     trainer.compute_loss = compute_loss_compact
+
+
+@contextlib.contextmanager
+def bounded_map_writes(rows: int) -> Any:
+    """TRL's dataset preparation calls `Dataset.map` with datasets' default writer batch (1,000 rows) and
+    no way to pass another; around the trainer's construction, a map that names no `writer_batch_size` gets
+    `rows`. The written rows, their order and the packing are unchanged (packing's own batch is
+    `batch_size`, left alone); only how many rows a map worker holds before writing them is bounded.
+    """
+    from datasets import Dataset
+
+    original = Dataset.map
+    names = inspect.signature(original).parameters
+
+    @functools.wraps(original)
+    def bounded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        given = dict(zip(names, (self, *args), strict=False))
+        if "writer_batch_size" not in given and "writer_batch_size" not in kwargs:
+            kwargs["writer_batch_size"] = rows
+        return original(self, *args, **kwargs)
+
+    Dataset.map = bounded
+    try:
+        yield
+    finally:
+        Dataset.map = original

@@ -22,7 +22,7 @@ from distill.train.attention import register_varlen_sdpa
 from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
 from distill.train.tokenizer import prepare_tokenizer
-from distill.train.trl_patches import score_label_positions_only
+from distill.train.trl_patches import bounded_map_writes, score_label_positions_only
 
 
 def init_distributed(plan: dict) -> Any:
@@ -120,38 +120,55 @@ def build_trainer(plan: dict) -> Any:
         attn_implementation=h["attn_implementation"],
         use_safetensors=True,
     )
-    check_lengths(tok, plan, h["max_length"])  # packed or not: BFD would cut a longer row silently
+    mean_tokens = check_lengths(tok, plan, h["max_length"])  # packed or not: BFD would cut a longer row
     eos_id = tok.eos_token_id
     model.config.eos_token_id = eos_id
     gen_eos = model.generation_config.eos_token_id
     if gen_eos is None or (eos_id not in gen_eos if isinstance(gen_eos, list) else gen_eos != eos_id):
         model.generation_config.eos_token_id = eos_id
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=load_rows(plan["train_file"], data_cache(plan)),
-        eval_dataset=load_rows(plan.get("val_file"), data_cache(plan)),
-        processing_class=tok,
-    )
+    with bounded_map_writes(writer_rows(mean_tokens)):
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=load_rows(plan["train_file"], data_cache(plan)),
+            eval_dataset=load_rows(plan.get("val_file"), data_cache(plan)),
+            processing_class=tok,
+        )
     if plan["use_cpu"]:
         score_label_positions_only(trainer)
     return trainer
 
 
-def check_lengths(tok: Any, plan: dict, max_length: int) -> None:
+# Tokens a `datasets.map` writer may buffer before it writes them to Arrow. A per-row map (TRL's tokenising
+# and labelling) buffers its rows as Python lists, ~40 bytes a token and column, `writer_batch_size` rows at a
+# time (datasets' default: 1,000): for 30k-token traces that is ~2.5 GB per map worker. A budget in tokens
+# bounds it by the data's shape, not its length; the rows written are the same either way.
+MAP_WRITER_TOKENS = 1_000_000
+
+
+def writer_rows(mean_tokens: float) -> int:
+    """Rows per Arrow write for rows of this mean length: MAP_WRITER_TOKENS' worth, within 1..1000."""
+    return max(1, min(1000, int(MAP_WRITER_TOKENS // max(mean_tokens, 1.0))))
+
+
+def check_lengths(tok: Any, plan: dict, max_length: int) -> float:
     """Unpacked padding-free rows are not truncated (a cut trace loses its answer and its end-of-turn
     token): a row over max_length is an error naming its file and row, not a silent cut. Checked on the
-    files in their own order, before TRL shuffles them."""
+    files in their own order, before TRL shuffles them. Returns the rows' mean length in tokens, which
+    sizes TRL's map writes (MAP_WRITER_TOKENS) without a second pass."""
+    total, rows = 0, 0
     for name in ("train_file", "val_file"):
         if not plan.get(name):
             continue
         for i, row in enumerate(load_rows(plan[name], data_cache(plan))):
             n = len(tok.apply_chat_template(row["messages"], return_dict=True)["input_ids"])
+            total, rows = total + n, rows + 1
             if n > max_length:
                 raise ValueError(
                     f"{plan[name]}: row {i + 1} has {n} tokens > max_length={max_length}; raise "
                     "stage.max_length or filter by length in curate"
                 )
+    return total / max(rows, 1)
 
 
 def init_wandb(plan: dict, is_main: bool) -> Any:
