@@ -327,3 +327,25 @@ def test_map_writes_are_bounded_by_tokens_and_leave_the_rows_alone(trainer_facto
                 batches += [b.num_rows for b in stream]
     assert max(batches) <= 2 and sum(batches) > 2, batches
     assert bounded.train_dataset[:] == default.train_dataset[:]
+
+
+def test_length_check_names_the_shard_and_its_row(tmp_path):
+    """The phase's rows are counted as one dataset across its shards; an offender is named by its own
+    shard and its row there, not by its place in the concatenation."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distill.train.rows import locate
+
+    files = []
+    for k, n in enumerate((3, 0, 4)):
+        f = tmp_path / f"unit-{k:05d}.parquet"
+        pq.write_table(pa.table({"x": list(range(n))}), f)
+        files.append(str(f))
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"x": 1}\n\n{"x": 2}\n')
+    assert locate(files, 0) == (files[0], 1) and locate(files, 2) == (files[0], 3)
+    assert locate(files, 3) == (files[2], 1) and locate(files, 6) == (files[2], 4)
+    assert locate([str(jsonl), *files], 2) == (files[0], 1)
+    with pytest.raises(IndexError):
+        locate(files, 7)

@@ -21,6 +21,7 @@ from distill.train.args import run_summary, shared_args
 from distill.train.attention import register_varlen_sdpa
 from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
+from distill.train.rows import check_lengths, data_cache, load_rows, writer_rows
 from distill.train.tokenizer import prepare_tokenizer
 from distill.train.trl_patches import bounded_map_writes, score_label_positions_only
 
@@ -77,25 +78,6 @@ def sft_config(plan: dict) -> Any:
     )
 
 
-def load_rows(files: str | list[str] | None, cache_dir: str | None = None) -> Any:
-    """A phase's TRAIN_PAIR shards (or one .jsonl) as a `datasets.Dataset` of conversations, lineage
-    columns dropped. The Arrow data is memory-mapped from `cache_dir` (under the phase's key): no rank holds
-    the rows in memory, and TRL's tokenising and packing maps are cached beside it."""
-    if not files:
-        return None
-    from datasets import load_dataset
-
-    files = [files] if isinstance(files, str) else list(files)
-    kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
-    ds = load_dataset(kind, data_files=files, split="train", cache_dir=cache_dir)
-    return ds.select_columns(["messages"])
-
-
-def data_cache(plan: dict) -> str:
-    """Where a phase's Arrow data and TRL's map caches live: its own directory, which a new key resets."""
-    return str(Path(plan["output_dir"]) / "data_cache")
-
-
 def build_trainer(plan: dict) -> Any:
     """The SFTTrainer for one phase; importable so tests can inspect its prepared labels in-process."""
     import torch
@@ -137,38 +119,6 @@ def build_trainer(plan: dict) -> Any:
     if plan["use_cpu"]:
         score_label_positions_only(trainer)
     return trainer
-
-
-# Tokens a `datasets.map` writer may buffer before it writes them to Arrow. A per-row map (TRL's tokenising
-# and labelling) buffers its rows as Python lists, ~40 bytes a token and column, `writer_batch_size` rows at a
-# time (datasets' default: 1,000): for 30k-token traces that is ~2.5 GB per map worker. A budget in tokens
-# bounds it by the data's shape, not its length; the rows written are the same either way.
-MAP_WRITER_TOKENS = 1_000_000
-
-
-def writer_rows(mean_tokens: float) -> int:
-    """Rows per Arrow write for rows of this mean length: MAP_WRITER_TOKENS' worth, within 1..1000."""
-    return max(1, min(1000, int(MAP_WRITER_TOKENS // max(mean_tokens, 1.0))))
-
-
-def check_lengths(tok: Any, plan: dict, max_length: int) -> float:
-    """Unpacked padding-free rows are not truncated (a cut trace loses its answer and its end-of-turn
-    token): a row over max_length is an error naming its file and row, not a silent cut. Checked on the
-    files in their own order, before TRL shuffles them. Returns the rows' mean length in tokens, which
-    sizes TRL's map writes (MAP_WRITER_TOKENS) without a second pass."""
-    total, rows = 0, 0
-    for name in ("train_file", "val_file"):
-        if not plan.get(name):
-            continue
-        for i, row in enumerate(load_rows(plan[name], data_cache(plan))):
-            n = len(tok.apply_chat_template(row["messages"], return_dict=True)["input_ids"])
-            total, rows = total + n, rows + 1
-            if n > max_length:
-                raise ValueError(
-                    f"{plan[name]}: row {i + 1} has {n} tokens > max_length={max_length}; raise "
-                    "stage.max_length or filter by length in curate"
-                )
-    return total / max(rows, 1)
 
 
 def init_wandb(plan: dict, is_main: bool) -> Any:
