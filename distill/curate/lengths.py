@@ -14,6 +14,7 @@ from typing import Any
 
 from distill.core.config import ModelRef
 from distill.core.paths import Paths
+from distill.core.tokens import token_counts
 from distill.engines.base import model_location
 
 
@@ -72,19 +73,8 @@ def student_lengths(rows: list[dict], tok: Any, batch: int = 64) -> list[int]:
             for r in rows[i : i + batch]
         ]
         texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]
-        out += _token_counts(tok, texts)
+        out += token_counts(tok, texts)
     return out
-
-
-def _token_counts(tok: Any, texts: list[str]) -> list[int]:
-    """The Rust tokenizer's `encode_batch_fast` where there is one: the same ids, without the character
-    offsets that half of a plain encode's time goes to (measured on reasoning traces)."""
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
-        return [len(e.ids) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    return [
-        len(ids) for ids in tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    ]
 
 
 def reject_over_length(rows: list[dict], cfg: Any, paths: Paths) -> dict:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.core.tokens import token_counts
+
 # Tokens a `datasets.map` writer may buffer before it writes them to Arrow. A per-row map (TRL's tokenising
 # and labelling) buffers its rows as Python lists, ~40 bytes a token and column, `writer_batch_size` rows at a
 # time (datasets' default: 1,000): for 30k-token traces that is ~2.5 GB per map worker. A budget in tokens
@@ -44,11 +46,11 @@ def writer_rows(mean_tokens: float) -> int:
 
 
 def _count_tokens(batch: dict, tok: Any) -> dict:
-    ids = tok.apply_chat_template(batch["messages"], return_dict=True)["input_ids"]
-    return {"n_tokens": [len(x) for x in ids]}
+    texts = [tok.apply_chat_template(m, tokenize=False) for m in batch["messages"]]
+    return {"n_tokens": token_counts(tok, texts)}
 
 
-def token_counts(tok: Any, plan: dict, name: str) -> Any:
+def phase_token_counts(tok: Any, plan: dict, name: str) -> Any:
     """Each row's length in student tokens (the training template, as TRL tokenises it), an Arrow array in
     file order; computed by the main process in `dataset_num_proc` processes and cached, read by the rest."""
     from accelerate import PartialState
@@ -94,7 +96,7 @@ def check_lengths(tok: Any, plan: dict, max_length: int) -> float:
     for name in ("train_file", "val_file"):
         if not plan.get(name):
             continue
-        n = token_counts(tok, plan, name)
+        n = phase_token_counts(tok, plan, name)
         over = pc.greater(n, max_length)
         if pc.any(over).as_py():
             i = pc.index(over, True).as_py()
