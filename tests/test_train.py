@@ -329,6 +329,25 @@ def test_map_writes_are_bounded_by_tokens_and_leave_the_rows_alone(trainer_facto
     assert bounded.train_dataset[:] == default.train_dataset[:]
 
 
+def test_the_bounded_preparation_packs_trls_rows(trainer_factory, monkeypatch):
+    """The trainer's packed rows with distill's packing and page release around TRL's preparation are
+    the rows TRL prepares on its own, and the packing that ran was distill's."""
+    import contextlib
+
+    from distill.train import packing, worker
+
+    calls = []
+    pack = packing.pack_bfd
+    monkeypatch.setattr(packing, "pack_bfd", lambda *a, **k: calls.append(len(a[0])) or pack(*a, **k))
+    ours = trainer_factory(packing=True, per_device_batch_size=2)
+    assert calls and sum(calls) == len(worker.load_rows(str(trainer_factory.files["phase1"])))
+    ran = len(calls)
+    monkeypatch.setattr(worker, "bounded_preparation", lambda rows: contextlib.nullcontext())
+    theirs = trainer_factory(packing=True, per_device_batch_size=2)
+    assert len(calls) == ran  # TRL's own build packed with TRL's function
+    assert ours.train_dataset[:] == theirs.train_dataset[:]
+
+
 def test_length_check_names_the_shard_and_its_row(tmp_path):
     """The phase's rows are counted as one dataset across its shards; an offender is named by its own
     shard and its row there, not by its place in the concatenation."""

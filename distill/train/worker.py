@@ -23,7 +23,7 @@ from distill.train.progress import ProgressLines
 from distill.train.recovery import newest_complete, write_rank_error
 from distill.train.rows import check_lengths, data_cache, load_rows, writer_rows
 from distill.train.tokenizer import prepare_tokenizer
-from distill.train.trl_patches import bounded_map_writes, score_label_positions_only
+from distill.train.trl_patches import bounded_preparation, score_label_positions_only
 
 
 def init_distributed(plan: dict) -> Any:
@@ -108,7 +108,7 @@ def build_trainer(plan: dict) -> Any:
     gen_eos = model.generation_config.eos_token_id
     if gen_eos is None or (eos_id not in gen_eos if isinstance(gen_eos, list) else gen_eos != eos_id):
         model.generation_config.eos_token_id = eos_id
-    with bounded_map_writes(writer_rows(mean_tokens)):
+    with bounded_preparation(writer_rows(mean_tokens)):
         trainer = SFTTrainer(
             model=model,
             args=args,
