@@ -251,10 +251,12 @@ def naive_datasets(pairs: list[tuple[str | None, str]], workers: int) -> list[bo
 def _one(path: str, args: argparse.Namespace, out_file: str) -> None:
     """Runs one path in this (fresh) process and writes its time and verdicts; imports are not timed."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    from distill.curate import mv_speedups
     from distill.curate.verify import Verifier, mv_parse
 
     pairs = make_pairs(args.samples, args.per_problem, args.seed, args.mix)
     mv_parse("1")  # import math-verify outside the timing (the cold ANTLR DFA stays cold)
+    mv_speedups.import_lazy_modules()  # and what sympy imports on its first `simplify`, for both sides
     if path == "naive" and args.baseline == "datasets":
         import datasets  # noqa: F401  (its import is not timed either)
     t0 = time.perf_counter()

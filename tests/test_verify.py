@@ -13,6 +13,7 @@ import pytest
 from sympy import srepr
 
 from conftest import REPO
+from distill.curate import mv_literals
 from distill.curate.answers import extract_answer
 from distill.curate.verify import Verifier, fast_parse, mv_parse, naive_verdict, parsed
 
@@ -87,15 +88,60 @@ def test_fast_verifier_equals_plain_on_cases():
     assert Verifier(num_workers=0).verdicts(pairs) == [w for *_, w in CASES]
 
 
-def test_integer_literal_parse_is_math_verify_s():
-    rng = random.Random(0)
+def _literals(rng: random.Random) -> list[str]:
+    """Integers, decimals and fractions of every sign, length and zero padding, and near-literals."""
     lits = [str(i) for i in range(-300, 300)] + ["007", "-0", "000"]
     lits += [str(rng.randint(-(10**25), 10**25)) for _ in range(200)]
+    for _ in range(600):
+        whole = rng.choice([str(rng.randint(0, 10 ** rng.randint(0, 25))), "0", "00", "007"])
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 25)))
+        lits.append(rng.choice(["", "-"]) + whole + "." + frac)
+    lits += ["0.5", "-0.5", "0.50", "00.5", "0.0", "-0.0", "1.50", "12.5", "0.428571", "1." + "0" * 30 + "1"]
+    for _ in range(300):
+        a, b = (rng.choice([rng.randint(1, 99), rng.randint(1, 10**9 - 1)]) for _ in "ab")
+        sign, cmd = rng.choice(["", "-"]), rng.choice(["frac", "dfrac", "tfrac"])
+        lits += [f"{sign}\\{cmd}{{{a}}}{{{b}}}", f"{sign}{a}/{b}"]
+    lits += [
+        "\\frac{26}{2}",
+        "-\\dfrac{65}{70}",
+        "12/4",
+        "-12/4",
+        "1/1",
+        "\\frac{0}{5}",
+        "\\frac{5}{0}",
+        "0/5",
+        "5/0",
+    ]
+    lits += [
+        "\\frac{07}{5}",
+        "07/5",
+        "\\frac{1234567890}{3}",
+        "--3",
+        "- 3/4",
+        "3 / 4",
+        "\\frac{-3}{4}",
+        "3.",
+        ".5",
+    ]
+    return lits
+
+
+def _shape(parse: list) -> list:
+    return [
+        (srepr(x), type(x).__name__, getattr(x, "_prec", None)) if not isinstance(x, str) else x
+        for x in parse
+    ]
+
+
+def test_number_literal_parse_is_math_verify_s():
+    """`mv_literals` builds integers, decimals and fractions without math-verify: the same objects (class,
+    structure, Float precision) and the same normalised string, on thousands of literals."""
+    lits = _literals(random.Random(0))
+    taken = [s for s in lits if mv_literals.literal_parse(s) is not None]
+    assert len(taken) > 1500 and "0.5" not in taken and "\\frac{07}{5}" not in taken
     for s in lits:
-        fast = fast_parse(s)
-        assert [srepr(x) if not isinstance(x, str) else x for x in fast] == [
-            srepr(x) if not isinstance(x, str) else x for x in mv_parse(s)
-        ], s
+        assert _shape(fast_parse(s)) == _shape(mv_parse(s)), s
+        assert mv_literals.is_literal(s) == (mv_literals.literal_parse(s) is not None), s
 
 
 def test_fast_path_identical_to_plain_math_verify_on_a_generated_set():
@@ -175,7 +221,7 @@ def test_numeric_disproof_only_says_false_where_math_verify_does():
 
     from math_verify import verify
 
-    from distill.curate.mv_speedups import surely_unequal
+    from distill.curate.mv_settle import surely_unequal
 
     def exprs(texts):
         return [(t, x) for t in texts for x in mv_parse(t) if not isinstance(x, str)]

@@ -11,8 +11,8 @@ import sys
 import sympy as sp
 
 from conftest import REPO
-from distill.curate.mv_speedups import srepr_key
-from distill.curate.verify import Verifier, naive_verdict
+from distill.curate.mv_speedups import structure_key
+from distill.curate.verify import Verifier, mv_parse, naive_verdict
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -71,17 +71,38 @@ def test_replayed_parser_decisions_give_plain_math_verify_parses():
     assert res["replayed_second"] > res["n"] // 2
 
 
-def test_srepr_key_only_where_srepr_is_the_whole_expression():
+def test_structure_key_only_where_class_and_args_are_the_whole_expression():
     x = sp.Symbol("x", real=True)
-    assert srepr_key(sp.Rational(3, 7)) == "Rational(3, 7)"
-    assert srepr_key(sp.Float("0.5", 30)) != srepr_key(sp.Float("0.5", 15))  # precision is part of the key
-    assert srepr_key(sp.Eq(x, 2, evaluate=False)) is not None
-    assert srepr_key(sp.Tuple(sp.FiniteSet(1, x), sp.Interval(0, 1))) is not None
-    assert srepr_key(sp.FiniteSet(1, x) + sp.Interval(0, 1)) is None  # a Union: not listed
-    assert srepr_key(sp.And(x < 2, x > 1)) is None  # math-verify reads _unsorted_args, srepr sorts them
-    assert srepr_key(sp.Dummy("d") + 1) is None
-    assert srepr_key(sp.Function("f")(x)) is None
-    assert srepr_key(sp.Matrix([[1, 2]])) is None
+    assert structure_key(sp.Rational(3, 7)) == "Rational(3, 7)"
+    assert structure_key(sp.Float("0.5", 30)) != structure_key(sp.Float("0.5", 15))  # precision is in the key
+    assert structure_key(sp.Float("0.1")) != structure_key(sp.Float("0.1000000000000001"))
+    assert structure_key(x) != structure_key(sp.Symbol("x")) != structure_key(sp.Symbol("y"))  # assumptions
+    assert structure_key(sp.Add(x, 2, evaluate=False)) != structure_key(sp.Add(2, x, evaluate=False))
+    assert structure_key(sp.Mul(2, sp.Add(x, 1), evaluate=False)) != structure_key(sp.Add(sp.Mul(2, x), 1))
+    assert structure_key(sp.Eq(x, 2, evaluate=False)) is not None
+    assert structure_key(sp.Tuple(sp.FiniteSet(1, x), sp.Interval(0, 1))) is not None
+    assert structure_key(sp.Interval(0, 1)) != structure_key(sp.Interval.open(0, 1))
+    assert structure_key(sp.FiniteSet(1, x) + sp.Interval(0, 1)) is None  # a Union: not listed
+    assert structure_key(sp.And(x < 2, x > 1)) is None  # math-verify reads _unsorted_args, not args
+    assert structure_key(sp.Dummy("d") + 1) is None
+    assert structure_key(sp.Function("f")(x)) is None
+    assert structure_key(sp.Matrix([[1, 2]])) is None
+
+
+def test_structure_key_is_as_fine_as_srepr_on_parsed_answers():
+    """Equal keys only for expressions sympy's `srepr` also prints alike (the memo's correctness), on every
+    expression the bench's answers and the hand forms parse to. The key is finer than `srepr` where `srepr`
+    sorts an unevaluated Add's or Mul's terms (`\\pi \\cdot 2` and `2\\pi`): a memo miss, never a wrong hit."""
+    strings = {p for _, p in _bench().make_pairs(4000, 16, 3)} | set(HAND)
+    seen: dict[str, str] = {}
+    by_srepr: dict[str, set[str]] = {}
+    for text in sorted(strings):
+        for e in mv_parse(text):
+            if isinstance(e, str) or (key := structure_key(e)) is None:
+                continue
+            assert seen.setdefault(key, sp.srepr(e)) == sp.srepr(e), (text, key)
+            by_srepr.setdefault(sp.srepr(e), set()).add(key)
+    assert len(seen) > 500 and any(len(keys) > 1 for keys in by_srepr.values())
 
 
 # Pairs where a careless memo or string rule would go wrong: one parse reached by many strings, strings

@@ -1,7 +1,7 @@
-"""Comparisons that math-verify can only call False, recognised from the two expressions' types alone.
+"""Comparisons that math-verify can only call False, recognised without running its comparison.
 
-`mv_speedups.surely_unequal` settles plain expressions by value; this settles exact numbers and the set
-comparisons that cost math-verify a sympy set algebra call (`symmetric_difference`, 5-20 ms) to reach
+`surely_unequal` (below) settles plain expressions by value; `surely_false`, from the two expressions'
+types and exact values alone, settles exact numbers and the set comparisons that cost math-verify a sympy set algebra call (`symmetric_difference`, 5-20 ms) to reach
 False, by following `math_verify.grader.sympy_expr_eq` and `sympy_compare_sets` (v0.9) case by case:
 
 - two exact numbers (Integer, Rational) of different values: structural, numeric (exact `==`) and
@@ -19,6 +19,8 @@ Strict mode only turns Trues into False, so these hold there too. Anything else 
 """
 
 from __future__ import annotations
+
+import cmath
 
 
 def _exact_set(x) -> bool:  # noqa: ANN001 (sympy Basic)
@@ -55,3 +57,84 @@ def surely_false(g, p) -> bool:  # noqa: ANN001 (sympy Basic: gold, prediction)
         if _numeric_interval(a) and _exact_set(b):
             return not (a.is_open and len(b.args) == 2)
     return False
+
+
+# ------------------------------------------------------------------------------ numeric disproof
+
+
+def _plain(expr) -> bool:  # noqa: ANN001 (sympy Basic)
+    """An expression made only of arithmetic, elementary functions, numbers and plain or real symbols."""
+    import sympy as sp
+    from sympy.core.numbers import ImaginaryUnit
+
+    ok = (sp.Add, sp.Mul, sp.Pow, sp.Number, sp.NumberSymbol, ImaginaryUnit)
+    ok += (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.factorial, sp.Abs)
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Symbol):
+            if not (node.is_real is True or node.assumptions0 in ({}, {"commutative": True})):
+                return False
+        elif not isinstance(node, ok):
+            return False
+        elif isinstance(node, sp.Number) and not node.is_finite:
+            return False
+    return True
+
+
+# Two points in general position for the symbols of a non-constant expression: a difference that is
+# non-zero at both is not identically zero.
+_POINTS = ((0.5772156649, 1.2020569032, 0.9159655942, 1.6180339887), (1.4142135624, 0.6931471806, 2.7182818285, 0.3183098862))  # fmt: skip
+
+
+_CONSTANT: list = [None, None]  # the last constant evaluated and its value (a group's gold repeats)
+
+
+def _constant(x) -> complex:  # noqa: ANN001 (sympy Basic without free symbols)
+    if _CONSTANT[0] is not x:  # held here, so an `is` match is this very (immutable) object
+        _CONSTANT[0], _CONSTANT[1] = x, complex(x.evalf(30))
+    return _CONSTANT[1]
+
+
+def sample_values(g, p) -> list[tuple[complex, complex]] | None:  # noqa: ANN001
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    if not symbols:
+        return [(_constant(g), complex(p.evalf(30)))]
+    if len(symbols) > 16:
+        return None
+    out = []
+    for point in _POINTS:
+        subs = {s: point[i % len(point)] * (1 + i // len(point)) for i, s in enumerate(symbols)}
+        out.append((complex(g.evalf(30, subs=subs)), complex(p.evalf(30, subs=subs))))
+    return out
+
+
+def surely_unequal(g, p, timeout_s: int = 5) -> bool:  # noqa: ANN001 (sympy Basic)
+    """True when math-verify's comparison of these two parsed expressions can only say False.
+
+    Both must be plain expressions (no sets, tuples, relations, matrices, bare symbols, percentages,
+    integrals or infinities: each of those has its own rule in `sympy_expr_eq`). For those, math-verify
+    says True only through structural equality, numeric equality (exact, or after rounding floats to 6
+    decimals) or `simplify(g - p)` being zero. Values that differ by more than 1e-4 relative (at two
+    points, when there are symbols) rule out all three, since simplify keeps values. Anything else,
+    including an evaluation that fails or runs out of time, is left to math-verify.
+    """
+    import sympy as sp
+
+    if not (isinstance(g, sp.Expr) and isinstance(p, sp.Expr)):
+        return False
+    if isinstance(g, sp.Symbol) or isinstance(p, sp.Symbol) or not (_plain(g) and _plain(p)):
+        return False
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
+
+    try:
+        pairs = timeout(timeout_seconds=timeout_s)(sample_values)(g, p)
+    except (TimeoutException, Exception):  # noqa: BLE001 (no evidence: math-verify decides)
+        return False
+    if not pairs:
+        return False
+    for a, b in pairs:
+        if not (cmath.isfinite(a) and cmath.isfinite(b)):
+            return False
+        if abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b)):
+            return False
+    return True

@@ -9,7 +9,8 @@ never at import. `tests/test_verify.py` checks each against plain math-verify on
 
 from __future__ import annotations
 
-import cmath
+import functools
+import importlib
 import re
 from collections.abc import Callable
 
@@ -291,6 +292,7 @@ def replay_memo() -> Memo:
 # ------------------------------------------------------------------------------ comparison memo
 
 
+@functools.cache
 def _srepr_complete_types() -> tuple:
     import sympy as sp
     from sympy.core.numbers import ImaginaryUnit
@@ -302,97 +304,66 @@ def _srepr_complete_types() -> tuple:
             sp.tan, sp.Abs)  # fmt: skip
 
 
-def srepr_key(expr) -> str | None:  # noqa: ANN001 (sympy Basic)
-    """`srepr(expr)` when it determines the expression completely, else None (then nothing is memoised).
+class _Incomplete(Exception):  # noqa: N818 (a node whose class and args do not say all of it)
+    pass
 
-    For these node types an expression is its class and its `args` in order, and `srepr` prints exactly
-    that (Symbols with their assumptions, Floats with their precision). Left out: And/Or (math-verify reads
-    their `_unsorted_args`, which `srepr` prints sorted), Dummy and Wild symbols, matrices, undefined
-    functions and anything else not listed.
+
+def structure_key(expr) -> str | None:  # noqa: ANN001 (sympy Basic)
+    """A string that determines the expression completely, or None (then nothing is memoised).
+
+    For these node types an expression is its class and its `args` in order, so the key is exactly that,
+    read off the tree in one pass (sympy's `srepr` prints the same, 3-4x slower): a Symbol with its
+    assumptions, a Float with its exact mantissa, exponent and precision, a Rational with p and q. Left
+    out: And/Or (math-verify reads their `_unsorted_args`, not `args`), Dummy and Wild symbols, matrices,
+    undefined functions and anything else not listed.
     """
     import sympy as sp
 
-    ok = _srepr_complete_types()
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Symbol):
-            if type(node) is not sp.Symbol:
-                return None
-        elif not isinstance(node, ok):
-            return None
-    return sp.srepr(expr)
-
-
-# ------------------------------------------------------------------------------ numeric disproof
-
-
-def _plain(expr) -> bool:  # noqa: ANN001 (sympy Basic)
-    """An expression made only of arithmetic, elementary functions, numbers and plain or real symbols."""
-    import sympy as sp
-    from sympy.core.numbers import ImaginaryUnit
-
-    ok = (sp.Add, sp.Mul, sp.Pow, sp.Number, sp.NumberSymbol, ImaginaryUnit)
-    ok += (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.factorial, sp.Abs)
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Symbol):
-            if not (node.is_real is True or node.assumptions0 in ({}, {"commutative": True})):
-                return False
-        elif not isinstance(node, ok):
-            return False
-        elif isinstance(node, sp.Number) and not node.is_finite:
-            return False
-    return True
-
-
-# Two points in general position for the symbols of a non-constant expression: a difference that is
-# non-zero at both is not identically zero.
-_POINTS = ((0.5772156649, 1.2020569032, 0.9159655942, 1.6180339887), (1.4142135624, 0.6931471806, 2.7182818285, 0.3183098862))  # fmt: skip
-
-
-def _values(g, p) -> list[tuple[complex, complex]] | None:  # noqa: ANN001
-    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-    if not symbols:
-        return [(complex(g.evalf(30)), complex(p.evalf(30)))]
-    if len(symbols) > 16:
-        return None
-    out = []
-    for point in _POINTS:
-        subs = {s: point[i % len(point)] * (1 + i // len(point)) for i, s in enumerate(symbols)}
-        out.append((complex(g.evalf(30, subs=subs)), complex(p.evalf(30, subs=subs))))
-    return out
-
-
-def surely_unequal(g, p, timeout_s: int = 5) -> bool:  # noqa: ANN001 (sympy Basic)
-    """True when math-verify's comparison of these two parsed expressions can only say False.
-
-    Both must be plain expressions (no sets, tuples, relations, matrices, bare symbols, percentages,
-    integrals or infinities: each of those has its own rule in `sympy_expr_eq`). For those, math-verify
-    says True only through structural equality, numeric equality (exact, or after rounding floats to 6
-    decimals) or `simplify(g - p)` being zero. Values that differ by more than 1e-4 relative (at two
-    points, when there are symbols) rule out all three, since simplify keeps values. Anything else,
-    including an evaluation that fails or runs out of time, is left to math-verify.
-    """
-    import sympy as sp
-
-    if not (isinstance(g, sp.Expr) and isinstance(p, sp.Expr)):
-        return False
-    if isinstance(g, sp.Symbol) or isinstance(p, sp.Symbol) or not (_plain(g) and _plain(p)):
-        return False
-    from math_verify.errors import TimeoutException
-    from math_verify.utils import timeout
-
+    ok, out, stack = _srepr_complete_types(), [], [expr]
     try:
-        pairs = timeout(timeout_seconds=timeout_s)(_values)(g, p)
-    except (TimeoutException, Exception):  # noqa: BLE001 (no evidence: math-verify decides)
-        return False
-    if not pairs:
-        return False
-    for a, b in pairs:
-        if not (cmath.isfinite(a) and cmath.isfinite(b)):
-            return False
-        if abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b)):
-            return False
-    return True
+        while stack:
+            node = stack.pop()
+            if isinstance(node, str):  # a closing bracket pushed below
+                out.append(node)
+            else:
+                out.append(_node_key(node, ok, sp))
+                if node.args and not isinstance(node, sp.Number):
+                    stack.append(")")
+                    stack.extend(reversed(node.args))
+    except _Incomplete:
+        return None
+    return " ".join(out)
+
+
+def _node_key(node, ok: tuple, sp) -> str:  # noqa: ANN001 (sympy Basic, the sympy module)
+    if isinstance(node, sp.Symbol):
+        if type(node) is not sp.Symbol:
+            raise _Incomplete
+        return f"Symbol({node.name!r}, {sorted(node._assumptions_orig.items())})"
+    if not isinstance(node, ok):
+        raise _Incomplete
+    if isinstance(node, sp.Float):
+        return f"Float({node._mpf_}, {node._prec})"
+    if isinstance(node, sp.Rational):
+        return f"{type(node).__name__}({node.p}, {node.q})"
+    return f"{type(node).__name__}(" if node.args else type(node).__name__
+
+
+# Modules that sympy imports on first use, inside a comparison: `simplify` imports the physics units
+# (~0.1 s), Add's flattening the combinatorics and tensor packages. Imported once in a process that
+# forks verifier workers, each worker inherits them instead of paying for them on its first `simplify`.
+LAZY_IMPORTS = (
+    "sympy.physics.units",
+    "sympy.combinatorics",
+    "sympy.tensor.tensor",
+    "sympy.assumptions.wrapper",
+)
+
+
+def import_lazy_modules() -> None:
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
 
 
 ALL: tuple[Callable[[], None], ...] = (memoise_latex_parser, memoise_number_literals, two_stage_latex_parser,
-                                       fast_extract_latex)  # fmt: skip
+                                       fast_extract_latex, import_lazy_modules)  # fmt: skip

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-REL_TOL = 1e-4  # the same bound below which `mv_speedups.surely_unequal` leaves a pair to math-verify
+REL_TOL = 1e-4  # the same bound below which `mv_settle.surely_unequal` leaves a pair to math-verify
 _NOISE = 1e-20  # absolute floor for expressions with symbols, evaluated at float points (cancellation)
 _PERCENT = re.compile(r"%|percent|\bpct\b", re.IGNORECASE)
 _active = False
@@ -61,12 +61,12 @@ def _close(a, b) -> bool:  # noqa: ANN001
 
     import sympy as sp
 
-    from distill.curate.mv_speedups import _values
+    from distill.curate.mv_settle import sample_values
 
     if not (isinstance(a, sp.Expr) and isinstance(b, sp.Expr)):
         return True
     try:
-        pairs = _values(a, b)
+        pairs = sample_values(a, b)
     except Exception:  # noqa: BLE001
         return True
     floor = _NOISE if (a.free_symbols or b.free_symbols) else 0.0
