@@ -88,22 +88,32 @@ _POINTS = ((0.5772156649, 1.2020569032, 0.9159655942, 1.6180339887), (1.41421356
 _CONSTANT: list = [None, None]  # the last constant evaluated and its value (a group's gold repeats)
 
 
+def _value(x, subs: dict | None = None) -> complex:  # noqa: ANN001 (sympy Basic)
+    """x's value as a complex double: a number directly (`evalf(30)` of it rounds to the same double, within
+    an ulp, far inside the 1e-4 the callers compare at), anything else through a 30-digit `evalf`."""
+    import sympy as sp
+
+    if isinstance(x, sp.Number):
+        return complex(float(x))
+    return complex(x.evalf(30, subs=subs) if subs else x.evalf(30))
+
+
 def _constant(x) -> complex:  # noqa: ANN001 (sympy Basic without free symbols)
     if _CONSTANT[0] is not x:  # held here, so an `is` match is this very (immutable) object
-        _CONSTANT[0], _CONSTANT[1] = x, complex(x.evalf(30))
+        _CONSTANT[0], _CONSTANT[1] = x, _value(x)
     return _CONSTANT[1]
 
 
 def sample_values(g, p) -> list[tuple[complex, complex]] | None:  # noqa: ANN001
     symbols = sorted(g.free_symbols | p.free_symbols, key=str)
     if not symbols:
-        return [(_constant(g), complex(p.evalf(30)))]
+        return [(_constant(g), _value(p))]
     if len(symbols) > 16:
         return None
     out = []
     for point in _POINTS:
         subs = {s: point[i % len(point)] * (1 + i // len(point)) for i, s in enumerate(symbols)}
-        out.append((complex(g.evalf(30, subs=subs)), complex(p.evalf(30, subs=subs))))
+        out.append((_value(g, subs), _value(p, subs)))
     return out
 
 
