@@ -164,6 +164,16 @@ def test_number_literal_parse_is_math_verify_s():
         assert mv_literals.is_literal(s) == (mv_literals.literal_parse(s) is not None), s
 
 
+def test_fast_path_identical_to_plain_math_verify_on_a_generated_set():
+    pairs = _bench().make_pairs(1500, per_problem=16, seed=7, mix="reference")
+    plain = [naive_verdict(r, p) for r, p in pairs]
+    v = Verifier(num_workers=2)
+    fast = v.verdicts(pairs)
+    assert fast == plain
+    assert {True, False, None} <= set(plain)
+    assert v.distinct_pairs < len(pairs) / 3
+
+
 SPEEDUPS_CHECK = """
 import json, logging, random, sys, sympy
 sys.path.insert(0, "bench")
