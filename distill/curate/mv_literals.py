@@ -29,24 +29,37 @@ _FRAC = re.compile(rf"(-?)\\[dt]?frac\{{{_N}\}}\{{{_N}\}}")
 _SLASH = re.compile(rf"(-?){_N}/{_N}")
 
 
+def _match(text: str) -> tuple[str, re.Match] | None:
+    """Which literal shape `text` is, and its match (None: not one `literal_parse` takes)."""
+    if m := INT.fullmatch(text):
+        return "int", m
+    if (m := _DEC.fullmatch(text)) and text != "0.5":
+        return "dec", m
+    if m := _FRAC.fullmatch(text):
+        return "frac", m
+    if m := _SLASH.fullmatch(text):
+        return "slash", m
+    return None
+
+
 def literal_parse(text: str) -> list | None:
     """`mv_parse(text)` for a number literal of the shapes above, else None."""
     import sympy
 
-    if INT.fullmatch(text):
+    if (found := _match(text)) is None:
+        return None
+    kind, m = found
+    if kind == "int":
         return [sympy.Integer(int(text)), text]
-    if (m := _DEC.fullmatch(text)) and text != "0.5":
+    if kind == "dec":
         value = sympy.Float(m[2])
         return [-value if m[1] else value, text]
-    if m := _FRAC.fullmatch(text):
-        return [sympy.Rational(int(m[1] + m[2]), int(m[3])), f"{m[1]}\\frac{{{m[2]}}}{{{m[3]}}}"]
-    if m := _SLASH.fullmatch(text):
-        return [sympy.Rational(int(m[1] + m[2]), int(m[3])), f"\\frac{{{m[1]}{m[2]}}}{{{m[3]}}}"]
-    return None
+    number = sympy.Rational(int(m[1] + m[2]), int(m[3]))
+    if kind == "frac":
+        return [number, f"{m[1]}\\frac{{{m[2]}}}{{{m[3]}}}"]
+    return [number, f"\\frac{{{m[1]}{m[2]}}}{{{m[3]}}}"]
 
 
 def is_literal(text: str) -> bool:
     """Whether `literal_parse` takes `text` (without building it)."""
-    if INT.fullmatch(text) or _FRAC.fullmatch(text) or _SLASH.fullmatch(text):
-        return True
-    return _DEC.fullmatch(text) is not None and text != "0.5"
+    return _match(text) is not None

@@ -1,8 +1,8 @@
 """Comparisons that math-verify can only call False, recognised without running its comparison.
 
 `surely_unequal` (below) settles plain expressions by value; `surely_false`, from the two expressions'
-types and exact values alone, settles exact numbers and the set comparisons that cost math-verify a sympy set algebra call (`symmetric_difference`, 5-20 ms) to reach
-False, by following `math_verify.grader.sympy_expr_eq` and `sympy_compare_sets` (v0.9) case by case:
+types and exact values alone, settles exact numbers and the set comparisons that cost math-verify a sympy
+set algebra call (`symmetric_difference`, 5-20 ms) to reach False, by following `math_verify.grader.sympy_expr_eq` and `sympy_compare_sets` (v0.9) case by case:
 
 - two exact numbers (Integer, Rational) of different values: structural, numeric (exact `==`) and
   symbolic (`simplify(a - b)` is a non-zero rational) equality all fail;
@@ -21,6 +21,8 @@ Strict mode only turns Trues into False, so these hold there too. Anything else 
 from __future__ import annotations
 
 import cmath
+
+from distill.curate.mv_speedups import last_by_identity
 
 
 def _exact_set(x) -> bool:  # noqa: ANN001 (sympy Basic)
@@ -80,12 +82,12 @@ def _plain(expr) -> bool:  # noqa: ANN001 (sympy Basic)
     return True
 
 
+_plain_gold = last_by_identity(_plain)
+
+
 # Two points in general position for the symbols of a non-constant expression: a difference that is
 # non-zero at both is not identically zero.
 _POINTS = ((0.5772156649, 1.2020569032, 0.9159655942, 1.6180339887), (1.4142135624, 0.6931471806, 2.7182818285, 0.3183098862))  # fmt: skip
-
-
-_CONSTANT: list = [None, None]  # the last constant evaluated and its value (a group's gold repeats)
 
 
 def _value(x, subs: dict | None = None) -> complex:  # noqa: ANN001 (sympy Basic)
@@ -95,19 +97,16 @@ def _value(x, subs: dict | None = None) -> complex:  # noqa: ANN001 (sympy Basic
 
     if isinstance(x, sp.Number):
         return complex(float(x))
-    return complex(x.evalf(30, subs=subs) if subs else x.evalf(30))
+    return complex(x.evalf(30, subs=subs))
 
 
-def _constant(x) -> complex:  # noqa: ANN001 (sympy Basic without free symbols)
-    if _CONSTANT[0] is not x:  # held here, so an `is` match is this very (immutable) object
-        _CONSTANT[0], _CONSTANT[1] = x, _value(x)
-    return _CONSTANT[1]
+_gold_value = last_by_identity(_value)  # a constant gold's value (a group's gold repeats)
 
 
 def sample_values(g, p) -> list[tuple[complex, complex]] | None:  # noqa: ANN001
     symbols = sorted(g.free_symbols | p.free_symbols, key=str)
     if not symbols:
-        return [(_constant(g), _value(p))]
+        return [(_gold_value(g), _value(p))]
     if len(symbols) > 16:
         return None
     out = []
@@ -131,7 +130,7 @@ def surely_unequal(g, p, timeout_s: int = 5) -> bool:  # noqa: ANN001 (sympy Bas
 
     if not (isinstance(g, sp.Expr) and isinstance(p, sp.Expr)):
         return False
-    if isinstance(g, sp.Symbol) or isinstance(p, sp.Symbol) or not (_plain(g) and _plain(p)):
+    if isinstance(g, sp.Symbol) or isinstance(p, sp.Symbol) or not (_plain_gold(g) and _plain(p)):
         return False
     from math_verify.errors import TimeoutException
     from math_verify.utils import timeout

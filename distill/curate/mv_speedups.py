@@ -292,8 +292,22 @@ def replay_memo() -> Memo:
 # ------------------------------------------------------------------------------ comparison memo
 
 
+def last_by_identity(fn: Callable):  # noqa: ANN201 (fn's own signature, one argument)
+    """`fn` remembering its last argument and result. A group's gold is compared with each of its
+    predictions in turn, so what is derived from it alone (its memo key, its value) is computed once.
+    The argument is held here, so an `is` match is this very (immutable) sympy object."""
+    slot: list = [None, None]
+
+    def last(x):  # noqa: ANN001, ANN202
+        if slot[0] is not x:
+            slot[0], slot[1] = x, fn(x)
+        return slot[1]
+
+    return last
+
+
 @functools.cache
-def _srepr_complete_types() -> tuple:
+def _keyed_types() -> tuple:
     import sympy as sp
     from sympy.core.numbers import ImaginaryUnit
     from sympy.core.relational import Relational
@@ -319,7 +333,7 @@ def structure_key(expr) -> str | None:  # noqa: ANN001 (sympy Basic)
     """
     import sympy as sp
 
-    ok, out, stack = _srepr_complete_types(), [], [expr]
+    ok, out, stack = _keyed_types(), [], [expr]
     try:
         while stack:
             node = stack.pop()

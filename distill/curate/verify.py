@@ -89,13 +89,7 @@ def fast_verify(gold: list, pred: list, t: Timeouts = Timeouts(), strict: bool =
 
 
 _VERDICTS = mv_speedups.Memo()
-_GOLD: list = [None, None]  # the last gold expression compared and its structure key (a group's gold repeats)
-
-
-def _gold_key(g) -> str | None:  # noqa: ANN001 (sympy Basic)
-    if _GOLD[0] is not g:  # held here, so an `is` match is this very (immutable) object
-        _GOLD[0], _GOLD[1] = g, mv_speedups.structure_key(g)
-    return _GOLD[1]
+_gold_key = mv_speedups.last_by_identity(mv_speedups.structure_key)  # a group's gold repeats
 
 
 def _expr_verdict(g, p, t: Timeouts, strict: bool) -> bool:  # noqa: ANN001 (sympy Basic)
